@@ -1,0 +1,348 @@
+"""Settings: typed dataclasses with a default for everything, loaded from TOML.
+
+``load_settings(path)`` reads a file over the defaults; every key is checked against the
+dataclass it lands in, and a wrong key or value raises ``ConfigError`` naming the dotted
+key and the problem (``pool.max_sessions: must be an integer >= 1, got "ten"``).
+Command-line flags and ``PODWARDEN_*`` environment variables are applied on top by the CLI
+through ``apply_overrides``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.errors import ConfigError
+from backend.templates import Template, builtin_templates
+
+__all__ = [
+    "ApiSettings",
+    "KubernetesSettings",
+    "PoolSettings",
+    "RuntimeSettings",
+    "Settings",
+    "TunnelSettings",
+    "apply_overrides",
+    "default_state_dir",
+    "load_settings",
+]
+
+WHEN_FULL = ("evict-lru", "queue", "reject")
+ON_REFRESH_FAILURE = ("recycle", "remove")
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/podwarden``, or ``~/.local/state/podwarden``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "podwarden"
+
+
+@dataclass
+class PoolSettings:
+    """How many sessions, and what happens when the pool is full."""
+
+    max_sessions: int = 10
+    """Live sessions in total (starting, ready or refreshing)."""
+    max_sessions_per_user: int = 3
+    """Live sessions one user may hold."""
+    when_full: str = "evict-lru"
+    """``evict-lru``, ``queue`` or ``reject``: what an acquire does when the pool is full."""
+    queue_timeout: float = 30.0
+    """Seconds an acquire waits for room before it is refused."""
+    min_idle_before_evict: float = 0.0
+    """Seconds a session must be idle before LRU eviction may take it."""
+    refresh_interval: float = 300.0
+    """Seconds between background refreshes of each ready session."""
+    refresh_jitter: float = 0.1
+    """Fraction of ``refresh_interval`` by which each round is randomly shifted."""
+    refresh_concurrency: int = 4
+    """Sessions probed at once by the refresher."""
+    refresh_failures_before_recycle: int = 2
+    """Failed probes in a row before a session counts as dead."""
+    on_refresh_failure: str = "recycle"
+    """``recycle`` (start a fresh workload under the same id) or ``remove``."""
+    start_attempts: int = 3
+    """Tries to start a workload before the session is marked failed."""
+    start_backoff: float = 0.5
+    """Seconds before the second try; doubled for each further try."""
+    stop_grace: float = 5.0
+    """Seconds a workload gets between SIGTERM and SIGKILL (Kubernetes: grace period)."""
+    log_lines: int = 500
+    """Workload log lines kept per session."""
+
+
+@dataclass
+class ApiSettings:
+    """The HTTP API."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; anything but loopback prints a warning."""
+    port: int = 5010
+    """Port to bind; 0 picks a free one."""
+
+
+@dataclass
+class TunnelSettings:
+    """Local tunnel endpoints."""
+
+    host: str = "127.0.0.1"
+    """Address tunnels listen on."""
+    port_min: int = 43000
+    """Lowest local port handed to a session."""
+    port_max: int = 43999
+    """Highest local port handed to a session."""
+
+
+@dataclass
+class KubernetesSettings:
+    """How to reach the cluster, as kubectl does."""
+
+    kubeconfig: str = ""
+    """Path of the kubeconfig; empty: ``$KUBECONFIG`` or ``~/.kube/config`` or in-cluster."""
+    context: str = ""
+    """Kubeconfig context; empty: the current one."""
+    namespace: str = "podwarden"
+    """Namespace the sessions live in."""
+    create_namespace: bool = True
+    """Create the namespace when it is missing."""
+    unknown_workloads: str = "adopt"
+    """``adopt`` or ``delete``: what recovery does with labelled objects the store lacks."""
+    max_concurrent_creates: int = 10
+    """Creates sent to the API server at once."""
+    api_threads: int = 16
+    """Threads for blocking client calls."""
+    ready_timeout: float = 180.0
+    """Seconds a pod may take to become ready."""
+    delete_timeout: float = 60.0
+    """Seconds to wait for every object of a session to be gone."""
+    reconcile_interval: float = 30.0
+    """Seconds between drift checks of pool against cluster."""
+
+
+@dataclass
+class RuntimeSettings:
+    """Which runtime runs the sessions."""
+
+    kind: str = "local"
+    """``local`` (a process per session) or ``kubernetes``."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    """Settings of the Kubernetes runtime."""
+
+
+@dataclass
+class Settings:
+    """Everything podwarden can be told."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Store, token and per-session working directories live here."""
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    tunnels: TunnelSettings = field(default_factory=TunnelSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    templates: dict[str, Template] = field(default_factory=builtin_templates)
+    """Templates by name; the built-in ones plus those of the config file."""
+    default_template: str = "demo"
+    """Template used when a request names none."""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for values that are well-typed but unusable together."""
+        pool = self.pool
+        _positive("pool.max_sessions", pool.max_sessions)
+        _positive("pool.max_sessions_per_user", pool.max_sessions_per_user)
+        _positive("pool.refresh_concurrency", pool.refresh_concurrency)
+        _positive("pool.start_attempts", pool.start_attempts)
+        _positive("pool.refresh_failures_before_recycle", pool.refresh_failures_before_recycle)
+        _positive("pool.log_lines", pool.log_lines)
+        for key in ("queue_timeout", "min_idle_before_evict", "start_backoff", "stop_grace"):
+            _non_negative(f"pool.{key}", getattr(pool, key))
+        if pool.refresh_interval <= 0:
+            raise ConfigError("pool.refresh_interval", "must be > 0 seconds")
+        if not 0 <= pool.refresh_jitter < 1:
+            raise ConfigError("pool.refresh_jitter", "must be in [0, 1)")
+        _choice("pool.when_full", pool.when_full, WHEN_FULL)
+        _choice("pool.on_refresh_failure", pool.on_refresh_failure, ON_REFRESH_FAILURE)
+        _choice("runtime.kind", self.runtime.kind, ("local", "kubernetes"))
+        _choice(
+            "runtime.kubernetes.unknown_workloads",
+            self.runtime.kubernetes.unknown_workloads,
+            ("adopt", "delete"),
+        )
+        if not 0 <= self.api.port <= 65535:
+            raise ConfigError("api.port", f"must be a port number 0-65535, got {self.api.port}")
+        t = self.tunnels
+        if not (1 <= t.port_min <= t.port_max <= 65535):
+            raise ConfigError(
+                "tunnels.port_min",
+                f"port range {t.port_min}-{t.port_max} must satisfy 1 <= min <= max <= 65535",
+            )
+        for name, template in self.templates.items():
+            if not 1 <= template.port <= 65535:
+                raise ConfigError(f"templates.{name}.port", "must be a port number 1-65535")
+            _choice(f"templates.{name}.readiness", template.readiness, ("tcp", "http"))
+            if self.runtime.kind == "local" and not template.command and not template.image:
+                raise ConfigError(f"templates.{name}", "needs a command (local runtime)")
+        if self.default_template not in self.templates:
+            raise ConfigError(
+                "default_template",
+                f"names {self.default_template!r}, which is not a configured template",
+            )
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(key, f"must be >= 1, got {value}")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(key, f"must be >= 0, got {value}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Check and convert one TOML value to the annotated type."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {_describe(value)}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a path string, got {_describe(value)}")
+        return Path(value).expanduser()
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {_describe(value)}")
+        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, got {_describe(value)}")
+        return {str(k): _convert(f"{key}.{k}", v, item) for k, v in value.items()}
+    raise ConfigError(key, f"cannot be set from a file ({hint})")
+
+
+def _merge_dataclass(key: str, target: Any, table: Any) -> None:
+    """Set the fields of dataclass ``target`` from a TOML table, checking every key."""
+    if not isinstance(table, dict):
+        raise ConfigError(key, f"must be a table, got {_describe(table)}")
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for name, value in table.items():
+        dotted = f"{key}.{name}" if key else name
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(dotted, f"unknown key (known keys here: {known})")
+        hint = hints[name]
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            _merge_dataclass(dotted, current, value)
+        else:
+            setattr(target, name, _convert(dotted, value, hint))
+
+
+def _merge_templates(settings: Settings, table: Any) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError("templates", f"must be a table of tables, got {_describe(table)}")
+    for name, body in table.items():
+        key = f"templates.{name}"
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ConfigError(key, "template names may hold only letters, digits, - and _")
+        template = settings.templates.get(name) or Template(name=name)
+        if not isinstance(body, dict):
+            raise ConfigError(key, f"must be a table, got {_describe(body)}")
+        if "name" in body:
+            raise ConfigError(f"{key}.name", "is taken from the table name; remove it")
+        _merge_dataclass(key, template, body)
+        settings.templates[name] = template
+
+
+def settings_from_dict(data: dict[str, Any], settings: Settings | None = None) -> Settings:
+    """Apply a parsed TOML document over ``settings`` (defaults when None) and validate."""
+    settings = settings or Settings()
+    data = dict(data)
+    if "templates" in data:
+        _merge_templates(settings, data.pop("templates"))
+    _merge_dataclass("", settings, data)
+    settings.validate()
+    return settings
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Defaults, overlaid with the TOML file at ``path`` when given."""
+    if path is None:
+        settings = Settings()
+        settings.validate()
+        return settings
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file {str(file)!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {str(file)!r}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(file), f"is not valid TOML: {e}") from None
+    return settings_from_dict(data)
+
+
+def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """Set dotted keys (``pool.max_sessions``) from flags or env vars, then validate."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *path, name = dotted.split(".")
+        target: Any = settings
+        for part in path:
+            target = getattr(target, part)
+        hint = typing.get_type_hints(type(target))[name]
+        if isinstance(value, str) and hint is not str and hint is not Path:
+            value = _parse_scalar(dotted, value, hint)
+        setattr(target, name, _convert(dotted, value, hint))
+    settings.validate()
+    return settings
+
+
+def _parse_scalar(key: str, text: str, hint: Any) -> Any:
+    try:
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+    except ValueError:
+        pass
+    raise ConfigError(key, f"cannot read {text!r} as {getattr(hint, '__name__', hint)}")

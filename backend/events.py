@@ -1,0 +1,180 @@
+"""The event bus: every state change of the pool, as typed events, to many subscribers.
+
+Publishing never waits: each subscriber has a bounded queue, and a subscriber that falls
+behind loses its oldest events and is told how many (``Subscription.dropped``). A slow
+TUI or a stalled SSE client therefore never slows the pool down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = ["Event", "EventBus", "EventKind", "Subscription"]
+
+
+class EventKind(str, Enum):
+    """What happened."""
+
+    CREATED = "created"
+    READY = "ready"
+    REUSED = "reused"
+    EVICTED = "evicted"
+    QUEUED = "queued"
+    REFUSED = "refused"
+    REFRESH_OK = "refresh_ok"
+    REFRESH_FAILED = "refresh_failed"
+    RECYCLED = "recycled"
+    START_RETRY = "start_retry"
+    FAILED = "failed"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    TUNNEL_OPENED = "tunnel_opened"
+    TUNNEL_CLOSED = "tunnel_closed"
+    CLEANUP_VERIFIED = "cleanup_verified"
+    CLEANUP_LEFTOVER = "cleanup_leftover"
+    ADOPTED = "adopted"
+    ORPHAN_REMOVED = "orphan_removed"
+    VANISHED = "vanished"
+    RUNTIME_DEGRADED = "runtime_degraded"
+    RUNTIME_RECOVERED = "runtime_recovered"
+    LOG = "log"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened, with the session it concerns (if any)."""
+
+    kind: EventKind
+    message: str
+    session_id: str | None = None
+    user: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+    seq: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the SSE stream, the store and the TUI."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind.value,
+            "session_id": self.session_id,
+            "user": self.user,
+            "message": self.message,
+            "data": self.data,
+        }
+
+
+class Subscription:
+    """A subscriber's bounded queue; iterate it with ``async for``."""
+
+    def __init__(self, bus: EventBus, maxsize: int, kinds: frozenset[EventKind] | None) -> None:
+        self._bus = bus
+        self._queue: collections.deque[Event] = collections.deque(maxlen=maxsize)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.kinds = kinds
+        self.dropped = 0
+        """How many events this subscriber lost because it fell behind."""
+
+    def _offer(self, event: Event) -> None:
+        if self.kinds is not None and event.kind not in self.kinds:
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(event)
+        self._wakeup.set()
+
+    def get_nowait(self) -> Event | None:
+        """The next queued event, or None."""
+        return self._queue.popleft() if self._queue else None
+
+    async def get(self) -> Event | None:
+        """The next event; None once the subscription is closed and drained."""
+        while not self._queue:
+            if self._closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+    def close(self) -> None:
+        """Stop receiving; a waiting ``get`` returns None."""
+        if not self._closed:
+            self._closed = True
+            self._bus._unsubscribe(self)
+            self._wakeup.set()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.get()
+            if event is None:
+                return
+            yield event
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fan-out of events to subscribers, plus a short history for late joiners."""
+
+    def __init__(self, history: int = 500) -> None:
+        self._subscribers: list[Subscription] = []
+        self._history: collections.deque[Event] = collections.deque(maxlen=history)
+        self._seq = itertools.count(1)
+        self.published = 0
+
+    def publish(
+        self,
+        kind: EventKind,
+        message: str,
+        *,
+        session_id: str | None = None,
+        user: str | None = None,
+        **data: Any,
+    ) -> Event:
+        """Build an event and hand it to every subscriber; never blocks."""
+        event = Event(kind, message, session_id, user, data, time.time(), next(self._seq))
+        self.published += 1
+        if kind is not EventKind.LOG:
+            self._history.append(event)
+        for subscriber in list(self._subscribers):
+            subscriber._offer(event)
+        return event
+
+    def subscribe(
+        self, maxsize: int = 1000, kinds: set[EventKind] | frozenset[EventKind] | None = None
+    ) -> Subscription:
+        """A new subscription that sees every event published from now on."""
+        subscription = Subscription(self, maxsize, frozenset(kinds) if kinds else None)
+        self._subscribers.append(subscription)
+        return subscription
+
+    def recent(self, limit: int = 100, session_id: str | None = None) -> list[Event]:
+        """The last ``limit`` events (not log lines), oldest first."""
+        events = [
+            e for e in self._history if session_id is None or e.session_id == session_id
+        ]
+        return events[-limit:]
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

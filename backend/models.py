@@ -1,0 +1,229 @@
+"""Sessions, their states and their ids.
+
+A session's state only changes through ``Session.transition``, which refuses the changes
+the state machine does not allow::
+
+    starting -> ready <-> refreshing
+    starting | ready | refreshing -> terminating -> terminated
+    starting | ready | refreshing -> failed -> terminating
+
+so a dead or half-started session can never be reported ``ready`` by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from backend.errors import InvalidRequest, InvalidTransition
+
+__all__ = [
+    "MAX_USER_LENGTH",
+    "Session",
+    "SessionState",
+    "TunnelInfo",
+    "WorkloadHandle",
+    "make_session_id",
+    "validate_user",
+]
+
+MAX_USER_LENGTH = 128
+"""Longest user name accepted; longer names are refused, not truncated."""
+
+
+class SessionState(str, Enum):
+    """Where a session is in its life."""
+
+    STARTING = "starting"
+    READY = "ready"
+    REFRESHING = "refreshing"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+    @property
+    def is_live(self) -> bool:
+        """True while the session holds (or is about to hold) a workload and capacity."""
+        return self in _LIVE
+
+
+_LIVE = frozenset({SessionState.STARTING, SessionState.READY, SessionState.REFRESHING})
+
+_ALLOWED: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.STARTING: frozenset(
+        {SessionState.READY, SessionState.FAILED, SessionState.TERMINATING}
+    ),
+    SessionState.READY: frozenset(
+        {SessionState.REFRESHING, SessionState.TERMINATING, SessionState.FAILED}
+    ),
+    SessionState.REFRESHING: frozenset(
+        {SessionState.READY, SessionState.TERMINATING, SessionState.FAILED}
+    ),
+    SessionState.FAILED: frozenset({SessionState.TERMINATING, SessionState.TERMINATED}),
+    SessionState.TERMINATING: frozenset({SessionState.TERMINATED, SessionState.FAILED}),
+    SessionState.TERMINATED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class WorkloadHandle:
+    """What a runtime needs to find a workload again, also after a restart.
+
+    ``ref`` is the pid (local) or the Deployment name (Kubernetes); ``host``/``port`` is
+    where the workload itself listens, the target of the session's tunnel; ``extra``
+    holds runtime-specific strings (process group, working directory, namespace, pod).
+    """
+
+    runtime: str
+    ref: str
+    host: str
+    port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "ref": self.ref,
+            "host": self.host,
+            "port": self.port,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkloadHandle:
+        return cls(
+            runtime=str(data["runtime"]),
+            ref=str(data["ref"]),
+            host=str(data["host"]),
+            port=int(data["port"]),
+            extra={str(k): str(v) for k, v in dict(data.get("extra") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class TunnelInfo:
+    """A session's local endpoint: ``host:port`` relays to ``target_host:target_port``."""
+
+    host: str
+    port: int
+    target_host: str
+    target_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "target_host": self.target_host,
+            "target_port": self.target_port,
+        }
+
+
+@dataclass(eq=False)
+class Session:
+    """One persistent workload for one user and template."""
+
+    session_id: str
+    user: str
+    template: str
+    state: SessionState = SessionState.STARTING
+    created_at: float = field(default_factory=time.time)
+    last_used_at: float = field(default_factory=time.time)
+    use_count: int = 1
+    tunnel: TunnelInfo | None = None
+    handle: WorkloadHandle | None = None
+    last_error: str | None = None
+    phase: str = "queued"
+    """What a starting session is doing now (for people: "launching", "login", ...)."""
+    ready_at: float | None = None
+    refresh_failures: int = 0
+    cleanup: str | None = None
+    """After termination: how the cleanup ended ("verified in 0.4s", "leftover: ...")."""
+
+    def transition(self, new: SessionState) -> None:
+        """Move to ``new`` or raise ``InvalidTransition``."""
+        if new is self.state:
+            return
+        if new not in _ALLOWED[self.state]:
+            raise InvalidTransition(
+                f"session {self.session_id}: {self.state.value} -> {new.value} is not allowed"
+            )
+        self.state = new
+
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        """The JSON shape of a session in the HTTP API and the TUI."""
+        now = time.time() if now is None else now
+        return {
+            "session_id": self.session_id,
+            "user": self.user,
+            "template": self.template,
+            "state": self.state.value,
+            "phase": self.phase,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "ready_at": self.ready_at,
+            "age_s": round(max(0.0, now - self.created_at), 3),
+            "idle_s": round(max(0.0, now - self.last_used_at), 3),
+            "use_count": self.use_count,
+            "tunnel": self.tunnel.to_dict() if self.tunnel else None,
+            "runtime_ref": self.handle.ref if self.handle else None,
+            "runtime": self.handle.runtime if self.handle else None,
+            "last_error": self.last_error,
+            "cleanup": self.cleanup,
+        }
+
+
+_BAD_USER_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_user(user: object) -> str:
+    """Return ``user`` if it may own sessions, else raise ``InvalidRequest``.
+
+    Any printable text up to ``MAX_USER_LENGTH`` characters is a valid user name; control
+    characters (newlines included) are refused because they would corrupt logs and screens.
+    """
+    if not isinstance(user, str):
+        raise InvalidRequest("user", "must be a string")
+    if not user.strip():
+        raise InvalidRequest("user", "must not be empty")
+    if len(user) > MAX_USER_LENGTH:
+        raise InvalidRequest("user", f"is {len(user)} characters long; at most {MAX_USER_LENGTH}")
+    if _BAD_USER_CHARS.search(user):
+        raise InvalidRequest("user", "must not contain control characters such as newlines")
+    return user
+
+
+_LABEL_CHARS = re.compile(r"[^a-z0-9-]+")
+
+
+def _label_part(text: str, limit: int) -> str:
+    """Lowercase, DNS-1123-safe form of ``text``; a hash suffix where it had to change."""
+    cleaned = _LABEL_CHARS.sub("-", text.lower()).strip("-")
+    cleaned = re.sub(r"-{2,}", "-", cleaned)
+    if cleaned == text and len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:6]
+    head = cleaned[: max(0, limit - 7)].strip("-")
+    return f"{head}-{digest}" if head else f"u{digest}"
+
+
+def make_session_id(user: str, template: str, suffix: str | None = None) -> str:
+    """``{user}-{template}-{8 hex}`` as a DNS-1123 label of at most 63 characters.
+
+    A user or template name that needs changing to fit (upper case, spaces, ``/``,
+    non-ASCII, too long) gets a short hash of the original, so two users never share an
+    id prefix by accident; the 8 random hex digits keep ids unique per session.
+    """
+    suffix = suffix or secrets.token_hex(4)
+    user_part = _label_part(user, 30)
+    template_part = _label_part(template, 20)
+    session_id = f"{user_part}-{template_part}-{suffix}"
+    return session_id[:63].strip("-")
