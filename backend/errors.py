@@ -18,12 +18,15 @@ status code through ``status`` and ``code``::
     │       ├── KubeTooManyRequests   429 from the cluster (carries retry_after)
     │       └── KubeServerError       5xx from the cluster
     ├── StoreError                    500 store
+    ├── BackendUnreachable            (client side: the backend does not answer)
+    ├── Unauthorized                  401 unauthorized
     └── InvalidTransition             500 internal          (a bug: a state change that must not happen)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnreachable",
     "CapacityError",
     "ConfigError",
     "InvalidRequest",
@@ -38,6 +41,7 @@ __all__ = [
     "SessionNotFound",
     "StartError",
     "StoreError",
+    "Unauthorized",
     "UnknownTemplate",
 ]
 
@@ -186,3 +190,17 @@ class StoreError(PodwardenError):
 
 class InvalidTransition(PodwardenError):
     """A session or pool state change that the state machine forbids: a bug."""
+
+
+class BackendUnreachable(PodwardenError):
+    """A client cannot reach the backend (connection refused, reset or timed out)."""
+
+    status = 503
+    code = "unreachable"
+
+
+class Unauthorized(PodwardenError):
+    """The request lacks a valid bearer token."""
+
+    status = 401
+    code = "unauthorized"

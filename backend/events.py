@@ -166,9 +166,7 @@ class EventBus:
 
     def recent(self, limit: int = 100, session_id: str | None = None) -> list[Event]:
         """The last ``limit`` events (not log lines), oldest first."""
-        events = [
-            e for e in self._history if session_id is None or e.session_id == session_id
-        ]
+        events = [e for e in self._history if session_id is None or e.session_id == session_id]
         return events[-limit:]
 
     def _unsubscribe(self, subscription: Subscription) -> None:

@@ -4,6 +4,7 @@ A session's state only changes through ``Session.transition``, which refuses the
 the state machine does not allow::
 
     starting -> ready <-> refreshing
+    ready | refreshing -> starting               (recycle: a fresh workload, same id)
     starting | ready | refreshing -> terminating -> terminated
     starting | ready | refreshing -> failed -> terminating
 
@@ -59,10 +60,20 @@ _ALLOWED: dict[SessionState, frozenset[SessionState]] = {
         {SessionState.READY, SessionState.FAILED, SessionState.TERMINATING}
     ),
     SessionState.READY: frozenset(
-        {SessionState.REFRESHING, SessionState.TERMINATING, SessionState.FAILED}
+        {
+            SessionState.REFRESHING,
+            SessionState.STARTING,
+            SessionState.TERMINATING,
+            SessionState.FAILED,
+        }
     ),
     SessionState.REFRESHING: frozenset(
-        {SessionState.READY, SessionState.TERMINATING, SessionState.FAILED}
+        {
+            SessionState.READY,
+            SessionState.STARTING,
+            SessionState.TERMINATING,
+            SessionState.FAILED,
+        }
     ),
     SessionState.FAILED: frozenset({SessionState.TERMINATING, SessionState.TERMINATED}),
     SessionState.TERMINATING: frozenset({SessionState.TERMINATED, SessionState.FAILED}),

@@ -1,0 +1,1073 @@
+"""The session pool: one persistent session per (user, template), inside its capacity.
+
+``acquire`` is the hot path. A warm hit is a few dictionary operations and an
+``OrderedDict.move_to_end``: no await, no runtime call, no disk wait (the store write is
+queued). A miss is single-flight: every concurrent acquire for one key awaits the same
+future, so one user never gets two sessions by accident.
+
+Capacity is counted in slots: a session holds one from the moment it is created until it
+starts terminating or fails. When the pool (or the user's share of it) is full, the
+``when_full`` policy decides: evict the least recently used ready session that has been
+idle long enough (its stop runs alongside the new start, and the new session is reported
+ready only once the old workload is verified gone), wait in a FIFO queue, or refuse.
+LRU order is kept in ``OrderedDict``s (global and per user), so choosing a victim is O(1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from backend.config import Settings
+from backend.errors import (
+    CapacityError,
+    InvalidRequest,
+    InvalidTransition,
+    PodwardenError,
+    RuntimeUnavailable,
+    SessionNotFound,
+    StartError,
+    UnknownTemplate,
+)
+from backend.events import EventBus, EventKind
+from backend.logs import SessionLogs
+from backend.metrics import PoolMetrics
+from backend.models import Session, SessionState, make_session_id, validate_user
+from backend.runtime.base import Runtime, Tunnel, WorkloadSpec
+from backend.store import Store
+from backend.templates import Template
+from backend.tunnels import PortAllocator
+
+__all__ = ["AcquireResult", "PoolState", "SessionPool"]
+
+Key = tuple[str, str]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_KEEP_ENDED = 100
+
+
+class PoolState(str, Enum):
+    """The pool's own life: created -> running -> closing -> closed."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_POOL_TRANSITIONS = {
+    PoolState.CREATED: {PoolState.RUNNING, PoolState.CLOSING},
+    PoolState.RUNNING: {PoolState.CLOSING},
+    PoolState.CLOSING: {PoolState.CLOSED},
+    PoolState.CLOSED: set(),
+}
+
+
+@dataclass(frozen=True)
+class AcquireResult:
+    """What ``acquire`` hands back."""
+
+    session: Session
+    is_new_session: bool
+    took_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.session.to_dict()
+        data["is_new_session"] = self.is_new_session
+        data["took_ms"] = round(self.took_ms, 3)
+        return data
+
+
+def validate_credentials(credentials: object) -> dict[str, str]:
+    """Credentials are environment variables for the workload: NAME -> string value.
+
+    Errors name the key, never the value.
+    """
+    if credentials is None:
+        return {}
+    if not isinstance(credentials, dict):
+        raise InvalidRequest("credentials", "must be an object of NAME: value strings")
+    for name, value in credentials.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise InvalidRequest(
+                "credentials", f"key {str(name)[:40]!r} is not a valid environment variable name"
+            )
+        if not isinstance(value, str):
+            raise InvalidRequest(f"credentials.{name}", "must be a string")
+        if "\x00" in value:
+            raise InvalidRequest(f"credentials.{name}", "must not contain NUL characters")
+    return dict(credentials)
+
+
+class SessionPool:
+    """Sessions by id, their capacity slots, LRU order and single-flight starts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        bus: EventBus,
+        logs: SessionLogs,
+        store: Store | None,
+        ports: PortAllocator,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.bus = bus
+        self.logs = logs
+        self.store = store
+        self.ports = ports
+        self.clock = clock
+        self.metrics = PoolMetrics()
+        self.state = PoolState.CREATED
+        self.started_at = time.time()
+
+        self._sessions: dict[str, Session] = {}
+        self._primary: dict[Key, str] = {}
+        self._is_primary: set[str] = set()
+        self._inflight: dict[Key, asyncio.Future[Session]] = {}
+        self._lru: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._user_lru: dict[str, collections.OrderedDict[str, None]] = {}
+        self._live = 0
+        self._user_live: collections.Counter[str] = collections.Counter()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._ports: dict[str, int] = {}
+        self._tunnels: dict[str, Tunnel] = {}
+        self._credentials: dict[str, dict[str, str]] = {}
+        self._start_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop_tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._ended: collections.deque[str] = collections.deque()
+        runtime.set_workload_lost_callback(self._on_workload_lost)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _set_state(self, new: PoolState) -> None:
+        if new not in _POOL_TRANSITIONS[self.state]:
+            raise InvalidTransition(f"pool: {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    def mark_running(self) -> None:
+        """Accept acquires from now on (after recovery)."""
+        self._set_state(PoolState.RUNNING)
+
+    def _check_running(self) -> None:
+        if self.state is not PoolState.RUNNING:
+            raise RuntimeUnavailable(f"the pool is {self.state.value}; it takes no requests now")
+
+    async def close(self, *, stop_sessions: bool = False) -> None:
+        """Stop accepting work; cancel starts; keep ready workloads running for re-adoption
+        unless ``stop_sessions``; close every tunnel."""
+        if self.state in (PoolState.CLOSING, PoolState.CLOSED):
+            return
+        self._set_state(PoolState.CLOSING)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeUnavailable("the pool is shutting down"))
+                waiter.exception()
+        tasks = list(self._start_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if stop_sessions:
+            live = [s for s in self._sessions.values() if s.state.is_live]
+            for session in live:
+                self._begin_terminate(session, "backend shutting down", EventKind.TERMINATING)
+        else:
+            # Starting sessions were cancelled above: their half-made workloads must not
+            # outlive us un-adopted in a state nobody waits on.
+            for session in list(self._sessions.values()):
+                if session.state is SessionState.STARTING:
+                    self._begin_terminate(session, "start cancelled by shutdown", None)
+        await asyncio.gather(*list(self._stop_tasks.values()), return_exceptions=True)
+        for session_id, tunnel in list(self._tunnels.items()):
+            await tunnel.close()
+            self._tunnels.pop(session_id, None)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self.store is not None:
+            for session in self._sessions.values():
+                if session.state.is_live:
+                    self._save(session)
+        self._set_state(PoolState.CLOSED)
+
+    # ----------------------------------------------------------------- queries
+
+    def get(self, session_id: str) -> Session:
+        """The session with this id, live or recently ended; ``SessionNotFound`` else."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def list(self) -> list[Session]:
+        """Every known session: live ones and the recently ended."""
+        return list(self._sessions.values())
+
+    @property
+    def active_count(self) -> int:
+        """Sessions holding a capacity slot."""
+        return self._live
+
+    def user_count(self, user: str) -> int:
+        return self._user_live.get(user, 0)
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def tunnel(self, session_id: str) -> Tunnel | None:
+        return self._tunnels.get(session_id)
+
+    def template(self, name: str | None) -> Template:
+        """The named template (the default when None); ``UnknownTemplate`` else."""
+        name = name or self.settings.default_template
+        if not isinstance(name, str):
+            raise InvalidRequest("template", "must be a string")
+        template = self.settings.templates.get(name)
+        if template is None:
+            raise UnknownTemplate(name, list(self.settings.templates))
+        return template
+
+    # ----------------------------------------------------------------- acquire
+
+    async def acquire(
+        self,
+        user: str,
+        template: str | None = None,
+        *,
+        reuse: bool = True,
+        credentials: dict[str, str] | None = None,
+    ) -> AcquireResult:
+        """The user's ready session for ``template`` and whether it was newly started.
+
+        With ``reuse`` (the default) a ready session of the same (user, template) is
+        handed back at once (``is_new_session`` False); otherwise, or when there is none,
+        a new one is started and this returns once it is ready. Raises ``InvalidRequest``,
+        ``CapacityError`` or ``StartError``.
+        """
+        started = time.perf_counter()
+        future, reused = self._acquire_future(user, template, reuse, credentials)
+        if reused is not None:
+            return AcquireResult(reused, False, (time.perf_counter() - started) * 1000)
+        assert future is not None
+        session = await asyncio.shield(future)
+        return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
+
+    def acquire_nowait(
+        self,
+        user: str,
+        template: str | None = None,
+        *,
+        reuse: bool = True,
+        credentials: dict[str, str] | None = None,
+    ) -> AcquireResult:
+        """Like ``acquire`` but returns at once: a ready session, or one that is starting.
+
+        Raises ``CapacityError`` when the session would have to wait for room.
+        """
+        started = time.perf_counter()
+        future, reused = self._acquire_future(user, template, reuse, credentials, nowait=True)
+        if reused is not None:
+            return AcquireResult(reused, False, (time.perf_counter() - started) * 1000)
+        key = (user, self.template(template).name)
+        for session in self._sessions.values():
+            if session.state is SessionState.STARTING and self._future_of(session) is future:
+                return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
+        sid = self._primary.get(key)
+        if sid is not None:
+            return AcquireResult(self._sessions[sid], True, (time.perf_counter() - started) * 1000)
+        raise CapacityError("the pool is full; the session would have to wait for room")
+
+    def _future_of(self, session: Session) -> asyncio.Future[Session] | None:
+        return getattr(session, "_future", None)
+
+    def _acquire_future(
+        self,
+        user: str,
+        template: str | None,
+        reuse: bool,
+        credentials: dict[str, str] | None,
+        nowait: bool = False,
+    ) -> tuple[asyncio.Future[Session] | None, Session | None]:
+        self._check_running()
+        validate_user(user)
+        tpl = self.template(template)
+        creds = validate_credentials(credentials)
+        key = (user, tpl.name)
+        if reuse:
+            sid = self._primary.get(key)
+            if sid is not None:
+                session = self._sessions[sid]
+                if session.state is SessionState.READY or (
+                    session.state is SessionState.REFRESHING
+                ):
+                    self._touch(session)
+                    self.metrics.acquires["reused"] += 1
+                    self.bus.publish(
+                        EventKind.REUSED,
+                        f"{user} reused {sid}",
+                        session_id=sid,
+                        user=user,
+                        use_count=session.use_count,
+                    )
+                    return None, session
+            inflight = self._inflight.get(key)
+            if inflight is not None:
+                return inflight, None
+        return self._begin_create(key, tpl, creds, primary=reuse, nowait=nowait), None
+
+    def _touch(self, session: Session) -> None:
+        session.last_used_at = self.clock()
+        session.use_count += 1
+        sid = session.session_id
+        if sid in self._lru:
+            self._lru.move_to_end(sid)
+            self._user_lru[session.user].move_to_end(sid)
+        self._save(session)
+
+    # ----------------------------------------------------------------- capacity
+
+    def _take_slot(self, user: str) -> None:
+        self._live += 1
+        self._user_live[user] += 1
+
+    def _release_slot(self, session: Session, *, wake: bool = True) -> None:
+        """Give back the session's slot; called once, when it leaves the live states."""
+        self._live -= 1
+        self._user_live[session.user] -= 1
+        if self._user_live[session.user] <= 0:
+            del self._user_live[session.user]
+        self._lru_remove(session)
+        key = (session.user, session.template)
+        if self._primary.get(key) == session.session_id:
+            del self._primary[key]
+        if wake:
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _lru_add(self, session: Session) -> None:
+        self._lru[session.session_id] = None
+        self._user_lru.setdefault(session.user, collections.OrderedDict())[session.session_id] = (
+            None
+        )
+
+    def _lru_remove(self, session: Session) -> None:
+        self._lru.pop(session.session_id, None)
+        per_user = self._user_lru.get(session.user)
+        if per_user is not None:
+            per_user.pop(session.session_id, None)
+            if not per_user:
+                del self._user_lru[session.user]
+
+    def _evictable(self, order: collections.OrderedDict[str, None] | None) -> Session | None:
+        """The least recently used ready session of ``order`` if it may be evicted now."""
+        if not order:
+            return None
+        session = self._sessions[next(iter(order))]
+        idle = self.clock() - session.last_used_at
+        if session.state is SessionState.READY and idle >= self.settings.pool.min_idle_before_evict:
+            return session
+        return None
+
+    def _next_evictable_in(self, user: str) -> float | None:
+        """Seconds until the LRU candidate becomes evictable (for a queued waiter)."""
+        pool = self.settings.pool
+        order = (
+            self._user_lru.get(user)
+            if self._user_live[user] >= pool.max_sessions_per_user
+            else self._lru
+        )
+        if not order:
+            return None
+        session = self._sessions[next(iter(order))]
+        return max(0.0, session.last_used_at + pool.min_idle_before_evict - self.clock())
+
+    def _try_reserve(self, user: str, *, queued: bool) -> tuple[bool, Session | None]:
+        """Take a slot for ``user`` now if the policy allows; maybe by evicting (returned)."""
+        pool = self.settings.pool
+        if not queued and any(not w.done() for w in self._waiters):
+            return False, None  # FIFO: nobody overtakes those already waiting
+        user_full = self._user_live.get(user, 0) >= pool.max_sessions_per_user
+        total_full = self._live >= pool.max_sessions
+        if not user_full and not total_full:
+            self._take_slot(user)
+            return True, None
+        if pool.when_full != "evict-lru":
+            return False, None
+        victim = self._evictable(self._user_lru.get(user) if user_full else self._lru)
+        if victim is None:
+            return False, None
+        self._begin_terminate(
+            victim,
+            f"evicted (least recently used) to make room for {user}",
+            EventKind.EVICTED,
+            wake=False,
+        )
+        self.metrics.evictions += 1
+        self._take_slot(user)
+        return True, victim
+
+    def _capacity_message(self, user: str) -> str:
+        pool = self.settings.pool
+        if self._user_live.get(user, 0) >= pool.max_sessions_per_user:
+            return (
+                f"user {user!r} already holds {pool.max_sessions_per_user} sessions "
+                f"(max_sessions_per_user); delete one or reuse it"
+            )
+        return (
+            f"the pool is full ({self._live}/{pool.max_sessions}) and no session may be "
+            f"evicted (policy {pool.when_full}, min_idle_before_evict "
+            f"{pool.min_idle_before_evict:g}s); retry later or delete a session"
+        )
+
+    async def _reserve(self, user: str) -> Session | None:
+        """Wait for a slot as the policy says; returns a victim being evicted, if any."""
+        pool = self.settings.pool
+        ok, victim = self._try_reserve(user, queued=False)
+        if ok:
+            return victim
+        if pool.when_full == "reject":
+            raise CapacityError(self._capacity_message(user), retry_after=5)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + pool.queue_timeout
+        self.bus.publish(
+            EventKind.QUEUED, f"{user} waits for room in the pool ({self._live} active)", user=user
+        )
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise CapacityError(
+                        self._capacity_message(user) + f" (waited {pool.queue_timeout:g}s)",
+                        retry_after=max(1.0, pool.min_idle_before_evict),
+                    )
+                timeout = remaining
+                if pool.when_full == "evict-lru":
+                    soon = self._next_evictable_in(user)
+                    if soon is not None:
+                        timeout = min(timeout, soon + 0.001)
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                except TimeoutError:
+                    pass
+                if self.state is not PoolState.RUNNING:
+                    raise RuntimeUnavailable("the pool is shutting down")
+                # Only the head of the queue and those woken with it try; others wait on.
+                ok, victim = self._try_reserve(user, queued=True)
+                if ok:
+                    return victim
+                if waiter.done():
+                    self._waiters.remove(waiter)
+                    waiter = loop.create_future()
+                    self._waiters.append(waiter)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if not waiter.done():
+                waiter.cancel()
+            # A slot freed while we were giving up belongs to the next in line.
+            self._wake_waiters()
+
+    # ----------------------------------------------------------------- create
+
+    def _begin_create(
+        self,
+        key: Key,
+        template: Template,
+        credentials: dict[str, str],
+        *,
+        primary: bool,
+        nowait: bool = False,
+    ) -> asyncio.Future[Session]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Session] = loop.create_future()
+        user = key[0]
+        if nowait:
+            ok, victim = self._try_reserve(user, queued=False)
+            if not ok:
+                self.metrics.acquires["refused"] += 1
+                raise CapacityError(self._capacity_message(user), retry_after=5)
+            session = self._new_session(user, template, primary=primary)
+            session._future = future  # type: ignore[attr-defined]
+            self._spawn_start(session, template, credentials, future, victim, key, primary)
+        else:
+            self._spawn(
+                self._create(key, template, credentials, future, primary),
+                f"create {key[0]}/{key[1]}",
+            )
+        if primary:
+            self._inflight[key] = future
+        return future
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"podwarden: {name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _create(
+        self,
+        key: Key,
+        template: Template,
+        credentials: dict[str, str],
+        future: asyncio.Future[Session],
+        primary: bool,
+    ) -> None:
+        user = key[0]
+        try:
+            victim = await self._reserve(user)
+        except BaseException as e:
+            if isinstance(e, CapacityError):
+                self.metrics.acquires["refused"] += 1
+                self.bus.publish(EventKind.REFUSED, f"{user} refused: {e.message}", user=user)
+            self._settle(future, e)
+            if primary and self._inflight.get(key) is future:
+                del self._inflight[key]
+            if not isinstance(e, Exception):
+                raise
+            return
+        try:
+            session = self._new_session(user, template, primary=primary)
+        except PodwardenError as e:
+            self._settle(future, e)
+            if primary and self._inflight.get(key) is future:
+                del self._inflight[key]
+            return
+        session._future = future  # type: ignore[attr-defined]
+        self._spawn_start(session, template, credentials, future, victim, key, primary)
+
+    def _new_session(self, user: str, template: Template, *, primary: bool) -> Session:
+        """Register a new starting session in the slot its caller reserved."""
+        try:
+            port = self.ports.allocate()
+        except PodwardenError:
+            self._live -= 1
+            self._user_live[user] -= 1
+            if self._user_live[user] <= 0:
+                del self._user_live[user]
+            self._wake_waiters()
+            raise
+        session_id = make_session_id(user, template.name)
+        while session_id in self._sessions:
+            session_id = make_session_id(user, template.name)
+        now = self.clock()
+        session = Session(session_id, user, template.name, created_at=now, last_used_at=now)
+        self._sessions[session_id] = session
+        key = (user, template.name)
+        if primary or key not in self._primary:
+            self._primary[key] = session_id
+            self._is_primary.add(session_id)
+        self._ports[session_id] = port
+        self.metrics.acquires["new"] += 1
+        self.bus.publish(
+            EventKind.CREATED,
+            f"{user} gets new session {session_id} ({template.name})",
+            session_id=session_id,
+            user=user,
+            template=template.name,
+        )
+        self._save(session)
+        return session
+
+    def _spawn_start(
+        self,
+        session: Session,
+        template: Template,
+        credentials: dict[str, str],
+        future: asyncio.Future[Session],
+        victim: Session | None,
+        key: Key,
+        primary: bool,
+    ) -> None:
+        if credentials:
+            self._credentials[session.session_id] = credentials
+        task = self._spawn(
+            self._start(session, template, future, victim, key),
+            f"start {session.session_id}",
+        )
+        self._start_tasks[session.session_id] = task
+        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+
+    def _settle(self, future: asyncio.Future[Session], result: Session | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+        else:
+            future.set_result(result)
+
+    async def _start(
+        self,
+        session: Session,
+        template: Template,
+        future: asyncio.Future[Session],
+        victim: Session | None,
+        key: Key,
+    ) -> None:
+        """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready."""
+        started = time.monotonic()
+        try:
+            await self._start_workload(session, template)
+            if victim is not None:
+                session.phase = "waiting for evicted session's cleanup"
+                stop = self._stop_tasks.get(victim.session_id)
+                if stop is not None:
+                    await asyncio.shield(stop)
+            await self._open_tunnel(session)
+            session.transition(SessionState.READY)
+        except asyncio.CancelledError:
+            self._settle(
+                future, StartError("the session was deleted while it was starting", retryable=False)
+            )
+            raise
+        except Exception as e:
+            error = e if isinstance(e, PodwardenError) else StartError(f"unexpected error: {e!r}")
+            self._fail(session, error)
+            self._settle(future, error)
+            return
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        now = self.clock()
+        session.ready_at = now
+        session.phase = "ready"
+        session.refresh_failures = 0
+        self._lru_add(session)
+        elapsed = time.monotonic() - started
+        self.metrics.start_seconds.observe(elapsed)
+        self.bus.publish(
+            EventKind.READY,
+            f"{session.session_id} ready in {elapsed:.2f}s",
+            session_id=session.session_id,
+            user=session.user,
+            took_s=round(elapsed, 3),
+        )
+        self._save(session)
+        self._settle(future, session)
+
+    def _spec(self, session: Session, template: Template) -> WorkloadSpec:
+        return WorkloadSpec(
+            session_id=session.session_id,
+            user=session.user,
+            template=template,
+            workdir=Path(self.settings.state_dir) / "sessions" / session.session_id,
+            env=dict(self._credentials.get(session.session_id, {})),
+        )
+
+    async def _start_workload(self, session: Session, template: Template) -> None:
+        """Start the workload, retrying with backoff; raise the last error when out of tries."""
+        pool = self.settings.pool
+        spec = self._spec(session, template)
+
+        def on_phase(phase: str) -> None:
+            session.phase = phase
+
+        last: PodwardenError | None = None
+        for attempt in range(1, pool.start_attempts + 1):
+            handle = None
+            try:
+                handle = await self.runtime.start(spec, on_phase)
+                session.handle = handle
+                self._save(session)
+                session.handle = await self.runtime.wait_ready(
+                    handle, spec, template.ready_timeout, on_phase
+                )
+                return
+            except (StartError, RuntimeUnavailable) as e:
+                last = e
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a runtime bug must not leave a half-made workload
+                last = StartError(f"unexpected runtime error: {e!r}")
+            if session.handle is not None:
+                await self._stop_workload(session, "cleaning up a failed start")
+            retryable = getattr(last, "retryable", True)
+            if attempt == pool.start_attempts or not retryable:
+                break
+            delay = pool.start_backoff * 2 ** (attempt - 1)
+            self.metrics.start_retries += 1
+            session.phase = f"retrying in {delay:g}s (attempt {attempt + 1})"
+            self.bus.publish(
+                EventKind.START_RETRY,
+                f"{session.session_id} start attempt {attempt} failed: {last.message}; "
+                f"retrying in {delay:g}s",
+                session_id=session.session_id,
+                user=session.user,
+                attempt=attempt,
+            )
+            await asyncio.sleep(delay)
+        assert last is not None
+        raise last
+
+    async def _stop_workload(self, session: Session, why: str) -> None:
+        handle = session.handle
+        if handle is None:
+            return
+        session.handle = None
+        try:
+            report = await self.runtime.stop(handle, self.settings.pool.stop_grace)
+        except PodwardenError as e:
+            self.bus.publish(
+                EventKind.CLEANUP_LEFTOVER,
+                f"{session.session_id}: {why}: stop failed: {e.message}",
+                session_id=session.session_id,
+                user=session.user,
+            )
+            return
+        if report.leftovers:
+            self.bus.publish(
+                EventKind.CLEANUP_LEFTOVER,
+                f"{session.session_id}: {why}: left behind {', '.join(report.leftovers)}",
+                session_id=session.session_id,
+                user=session.user,
+            )
+
+    async def _open_tunnel(self, session: Session) -> None:
+        assert session.handle is not None
+        host = self.settings.tunnels.host
+        port = self._ports[session.session_id]
+        for _ in range(20):
+            try:
+                tunnel = await self.runtime.open_tunnel(session.handle, host, port)
+                break
+            except OSError:
+                # Taken by a process we do not know: never hand it out again.
+                self.ports.mark_bad(port)
+                port = self.ports.allocate()
+                self._ports[session.session_id] = port
+        else:
+            raise StartError("no free local port for the tunnel", retryable=False)
+        self._tunnels[session.session_id] = tunnel
+        session.tunnel = tunnel.info
+        self.bus.publish(
+            EventKind.TUNNEL_OPENED,
+            f"{session.session_id} tunnel {tunnel.info.address} -> "
+            f"{tunnel.info.target_host}:{tunnel.info.target_port}",
+            session_id=session.session_id,
+            user=session.user,
+            port=port,
+        )
+
+    async def _close_tunnel(self, session: Session) -> None:
+        tunnel = self._tunnels.pop(session.session_id, None)
+        if tunnel is None:
+            return
+        await tunnel.close()
+        self.bus.publish(
+            EventKind.TUNNEL_CLOSED,
+            f"{session.session_id} tunnel {tunnel.info.address} closed",
+            session_id=session.session_id,
+            user=session.user,
+        )
+
+    def _fail(self, session: Session, error: PodwardenError) -> None:
+        """Mark a session failed after its start gave up; free its slot and port."""
+        was_live = session.state.is_live
+        session.last_error = error.message
+        session.phase = "failed"
+        if session.state is not SessionState.FAILED:
+            session.transition(SessionState.FAILED)
+        if was_live:
+            self._release_slot(session)
+        self._release_port(session)
+        self._credentials.pop(session.session_id, None)
+        self.metrics.start_failures += 1
+        self.metrics.acquires["failed"] += 1
+        self.bus.publish(
+            EventKind.FAILED,
+            f"{session.session_id} failed: {error.message}",
+            session_id=session.session_id,
+            user=session.user,
+            reason=error.message,
+        )
+        self._save(session)
+        self._remember_ended(session)
+
+    def _release_port(self, session: Session) -> None:
+        port = self._ports.pop(session.session_id, None)
+        if port is not None:
+            self.ports.release(port)
+
+    # ----------------------------------------------------------------- terminate
+
+    def delete(self, session_id: str, reason: str = "deleted") -> Session:
+        """Start ending the session; returns at once. Cleanup runs in the background and
+        a ``cleanup_verified`` (or ``cleanup_leftover``) event says when it is done."""
+        session = self.get(session_id)
+        self._begin_terminate(session, reason, EventKind.TERMINATING)
+        return session
+
+    async def terminate(self, session_id: str, reason: str = "deleted") -> Session:
+        """End the session and return once its cleanup is verified."""
+        session = self.get(session_id)
+        task = self._begin_terminate(session, reason, EventKind.TERMINATING)
+        if task is not None:
+            await asyncio.shield(task)
+        return session
+
+    def _begin_terminate(
+        self,
+        session: Session,
+        reason: str,
+        kind: EventKind | None,
+        *,
+        wake: bool = True,
+    ) -> asyncio.Task[None] | None:
+        sid = session.session_id
+        existing = self._stop_tasks.get(sid)
+        if existing is not None:
+            return existing
+        if session.state is SessionState.TERMINATED:
+            return None
+        was_live = session.state.is_live
+        session.transition(SessionState.TERMINATING)
+        session.phase = "terminating"
+        if was_live:
+            self._release_slot(session, wake=wake)
+        if kind is not None:
+            self.bus.publish(kind, f"{sid}: {reason}", session_id=sid, user=session.user)
+        self._save(session)
+        task = self._spawn(self._terminate(session, reason), f"stop {sid}")
+        self._stop_tasks[sid] = task
+        return task
+
+    async def _terminate(self, session: Session, reason: str) -> None:
+        sid = session.session_id
+        started = time.monotonic()
+        start_task = self._start_tasks.get(sid)
+        if start_task is not None and not start_task.done():
+            start_task.cancel()
+            await asyncio.gather(start_task, return_exceptions=True)
+        leftovers: list[str] = []
+        await self._close_tunnel(session)
+        handle = session.handle
+        session.handle = None
+        if handle is not None:
+            try:
+                report = await self.runtime.stop(handle, self.settings.pool.stop_grace)
+                leftovers.extend(report.leftovers)
+            except PodwardenError as e:
+                leftovers.append(f"stop failed: {e.message}")
+            except Exception as e:  # never leave the session stuck in terminating
+                leftovers.append(f"stop failed: {e!r}")
+        self._release_port(session)
+        self._credentials.pop(sid, None)
+        elapsed = time.monotonic() - started
+        session.transition(SessionState.TERMINATED)
+        self.metrics.terminations += 1
+        if leftovers:
+            self.metrics.cleanup_leftovers += 1
+            session.cleanup = f"leftover after {elapsed:.2f}s: {'; '.join(leftovers)}"
+            self.bus.publish(
+                EventKind.CLEANUP_LEFTOVER,
+                f"{sid} cleanup incomplete: {'; '.join(leftovers)}",
+                session_id=sid,
+                user=session.user,
+                duration_s=round(elapsed, 3),
+                leftovers=leftovers,
+            )
+        else:
+            session.cleanup = f"verified in {elapsed:.2f}s"
+            self.bus.publish(
+                EventKind.CLEANUP_VERIFIED,
+                f"{sid} cleanup verified in {elapsed:.2f}s ({reason})",
+                session_id=sid,
+                user=session.user,
+                duration_s=round(elapsed, 3),
+            )
+        session.phase = "terminated"
+        if self.store is not None:
+            self.store.delete(sid)
+        self._stop_tasks.pop(sid, None)
+        self._remember_ended(session)
+
+    def _remember_ended(self, session: Session) -> None:
+        """Keep ended sessions for a while so people can read how they ended."""
+        self._ended.append(session.session_id)
+        while len(self._ended) > _KEEP_ENDED:
+            old = self._ended.popleft()
+            gone = self._sessions.get(old)
+            if gone is not None and not gone.state.is_live and old not in self._stop_tasks:
+                del self._sessions[old]
+                self._is_primary.discard(old)
+                self.logs.drop(old)
+                if self.store is not None and gone.state is SessionState.FAILED:
+                    self.store.delete(old)
+
+    # ----------------------------------------------------------------- liveness
+
+    def _on_workload_lost(self, session_id: str, reason: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.state not in (SessionState.READY, SessionState.REFRESHING):
+            return
+        self.bus.publish(
+            EventKind.REFRESH_FAILED,
+            f"{session_id} workload lost: {reason}",
+            session_id=session_id,
+            user=session.user,
+            reason=reason,
+        )
+        self.handle_dead(session, reason)
+
+    def handle_dead(self, session: Session, reason: str) -> None:
+        """A ready session's workload is dead: recycle or remove it, as configured."""
+        if self.state is not PoolState.RUNNING:
+            return
+        if self.settings.pool.on_refresh_failure == "remove":
+            self._begin_terminate(session, f"removed: {reason}", EventKind.TERMINATING)
+        else:
+            self.recycle(session, reason)
+
+    def recycle(self, session: Session, reason: str) -> None:
+        """Replace a dead workload with a fresh one under the same id, port and slot."""
+        template = self.settings.templates.get(session.template)
+        if template is None:
+            self._begin_terminate(session, f"template {session.template!r} is gone", None)
+            return
+        session.transition(SessionState.STARTING)
+        session.phase = "recycling"
+        session.last_error = reason
+        self._lru_remove(session)
+        self.metrics.recycles += 1
+        self.bus.publish(
+            EventKind.RECYCLED,
+            f"{session.session_id} recycled: {reason}",
+            session_id=session.session_id,
+            user=session.user,
+            reason=reason,
+        )
+        key = (session.user, session.template)
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        if self._primary.get(key) == session.session_id:
+            self._inflight[key] = future
+        session._future = future  # type: ignore[attr-defined]
+        task = self._spawn(
+            self._recycle(session, template, future, key), f"recycle {session.session_id}"
+        )
+        self._start_tasks[session.session_id] = task
+        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+
+    async def _recycle(
+        self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
+    ) -> None:
+        await self._close_tunnel(session)
+        await self._stop_workload(session, "recycling")
+        await self._start(session, template, future, None, key)
+
+    # ----------------------------------------------------------------- persistence
+
+    def _save(self, session: Session) -> None:
+        if self.store is not None:
+            self.store.save(session, is_primary=session.session_id in self._is_primary)
+
+    # The recovery module restores sessions through these two.
+
+    def adopt(self, session: Session, *, primary: bool, port: int | None) -> None:
+        """Register a session found alive at start-up (``recovery`` calls this)."""
+        self._sessions[session.session_id] = session
+        self._take_slot(session.user)
+        key = (session.user, session.template)
+        if primary and key not in self._primary:
+            self._primary[key] = session.session_id
+            self._is_primary.add(session.session_id)
+        elif key not in self._primary:
+            self._primary[key] = session.session_id
+            self._is_primary.add(session.session_id)
+        self._ports[session.session_id] = self.ports.allocate(port)
+        if session.state is SessionState.READY:
+            self._lru_add(session)
+
+    def remember_ended(self, session: Session) -> None:
+        """Register a session that ended while podwarden was down (for people to see)."""
+        self._sessions[session.session_id] = session
+        self._remember_ended(session)
+
+    async def activate_adopted(self, session: Session) -> None:
+        """Open the tunnel of an adopted ready session, or finish its start."""
+        template = self.settings.templates.get(session.template)
+        if session.state is SessionState.READY:
+            try:
+                await self._open_tunnel(session)
+            except (StartError, OSError) as e:
+                self._begin_terminate(session, f"cannot reopen tunnel: {e}", EventKind.FAILED)
+            return
+        if template is None:
+            self._begin_terminate(
+                session, f"template {session.template!r} is not configured", EventKind.TERMINATING
+            )
+            return
+        key = (session.user, session.template)
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        if self._primary.get(key) == session.session_id:
+            self._inflight[key] = future
+        session._future = future  # type: ignore[attr-defined]
+        task = self._spawn(
+            self._finish_adopted_start(session, template, future, key),
+            f"adopt {session.session_id}",
+        )
+        self._start_tasks[session.session_id] = task
+        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+
+    async def _finish_adopted_start(
+        self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
+    ) -> None:
+        assert session.handle is not None
+        spec = self._spec(session, template)
+
+        def on_phase(phase: str) -> None:
+            session.phase = phase
+
+        try:
+            session.handle = await self.runtime.wait_ready(
+                session.handle, spec, template.ready_timeout, on_phase
+            )
+        except (StartError, RuntimeUnavailable):
+            # Its start began before the restart; begin again from scratch.
+            await self._stop_workload(session, "restarting an interrupted start")
+            await self._start(session, template, future, None, key)
+            return
+        await self._ready_adopted(session, future, key)
+
+    async def _ready_adopted(
+        self, session: Session, future: asyncio.Future[Session], key: Key
+    ) -> None:
+        try:
+            await self._open_tunnel(session)
+            session.transition(SessionState.READY)
+        except Exception as e:
+            error = e if isinstance(e, PodwardenError) else StartError(repr(e))
+            self._fail(session, error)
+            self._settle(future, error)
+            return
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        session.ready_at = self.clock()
+        session.phase = "ready"
+        self._lru_add(session)
+        self.bus.publish(
+            EventKind.READY,
+            f"{session.session_id} ready (adopted)",
+            session_id=session.session_id,
+            user=session.user,
+        )
+        self._save(session)
+        self._settle(future, session)

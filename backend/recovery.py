@@ -1,0 +1,156 @@
+"""Start-up reconciliation of the store with what the runtime really runs.
+
+After a crash (``kill -9`` of the backend) the workloads keep running on their own. At the
+next start every workload the runtime owns is matched with the store:
+
+- known to the store and alive: re-adopted with the same id, user and (when still free)
+  tunnel port; one that was still starting finishes its start;
+- alive but unknown to the store (the backend died between spawning and writing): adopted
+  from what the workload records about itself, or stopped (``unknown_workloads``);
+- known to the store as ending (terminating, failed): stopped;
+- more than the pool's capacity: the least recently used are stopped;
+- in the store as live but gone from the runtime: marked vanished and kept for people to
+  read.
+
+Nothing keeps running that the pool does not know about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.events import EventKind
+from backend.models import Session, SessionState
+from backend.pool import SessionPool
+from backend.runtime.base import OwnedWorkload
+from backend.store import StoredSession
+
+__all__ = ["RecoveryReport", "recover"]
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery did, by session id."""
+
+    adopted: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+
+
+async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryReport:
+    """Reconcile store and runtime; call once before the pool takes requests."""
+    report = RecoveryReport()
+    stored = {s.session_id: s for s in (pool.store.load_sessions() if pool.store else [])}
+    owned = await pool.runtime.list_owned()
+    owned_ids = {w.session_id for w in owned}
+    max_sessions = pool.settings.pool.max_sessions
+
+    def recency(w: OwnedWorkload) -> float:
+        row = stored.get(w.session_id)
+        return row.last_used_at if row else 0.0
+
+    for workload in sorted(owned, key=recency, reverse=True):
+        row = stored.get(workload.session_id)
+        why = _reason_to_stop(pool, workload, row, adopt_unknown)
+        if why is None and pool.active_count >= max_sessions:
+            why = "over capacity after restart (least recently used)"
+        if (
+            why is None
+            and pool.user_count(workload.user) >= pool.settings.pool.max_sessions_per_user
+        ):
+            why = "over the per-user limit after restart"
+        if why is not None:
+            await _stop(pool, workload, why)
+            report.stopped.append(workload.session_id)
+            continue
+        session = _session_from(workload, row)
+        pool.adopt(
+            session,
+            primary=row.is_primary if row else True,
+            port=row.tunnel_port if row else None,
+        )
+        pool.bus.publish(
+            EventKind.ADOPTED,
+            f"{session.session_id} re-adopted after restart ({session.state.value})",
+            session_id=session.session_id,
+            user=session.user,
+        )
+        report.adopted.append(session.session_id)
+        await pool.activate_adopted(session)
+
+    for session_id, row in stored.items():
+        if session_id in owned_ids:
+            continue
+        if row.state in (SessionState.STARTING, SessionState.READY, SessionState.REFRESHING):
+            session = _session_from_row(row)
+            session.state = SessionState.FAILED
+            session.last_error = "its workload vanished while podwarden was not running"
+            session.phase = "vanished"
+            pool.remember_ended(session)
+            pool.bus.publish(
+                EventKind.VANISHED,
+                f"{session_id}: workload vanished while podwarden was down",
+                session_id=session_id,
+                user=row.user,
+            )
+            report.vanished.append(session_id)
+        if pool.store is not None:
+            pool.store.delete(session_id)
+    return report
+
+
+def _reason_to_stop(
+    pool: SessionPool, workload: OwnedWorkload, row: StoredSession | None, adopt_unknown: bool
+) -> str | None:
+    if not workload.alive:
+        return "workload found dead after restart"
+    if workload.template not in pool.settings.templates:
+        return f"template {workload.template!r} is no longer configured"
+    if row is None:
+        return None if adopt_unknown else "unknown to the store (unknown_workloads = delete)"
+    if row.state in (SessionState.TERMINATING, SessionState.TERMINATED, SessionState.FAILED):
+        return f"it was {row.state.value} before the restart"
+    return None
+
+
+async def _stop(pool: SessionPool, workload: OwnedWorkload, why: str) -> None:
+    report = await pool.runtime.stop(workload.handle, pool.settings.pool.stop_grace)
+    kind = EventKind.ORPHAN_REMOVED if report.verified else EventKind.CLEANUP_LEFTOVER
+    pool.bus.publish(
+        kind,
+        f"{workload.session_id} stopped at recovery: {why}",
+        session_id=workload.session_id,
+        user=workload.user,
+        leftovers=list(report.leftovers),
+    )
+    if pool.store is not None:
+        pool.store.delete(workload.session_id)
+
+
+def _session_from_row(row: StoredSession) -> Session:
+    return Session(
+        session_id=row.session_id,
+        user=row.user,
+        template=row.template,
+        state=row.state,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        use_count=row.use_count,
+        ready_at=row.ready_at,
+        handle=row.handle,
+        last_error=row.last_error,
+    )
+
+
+def _session_from(workload: OwnedWorkload, row: StoredSession | None) -> Session:
+    if row is not None:
+        session = _session_from_row(row)
+        session.handle = workload.handle
+        session.last_error = None
+    else:
+        session = Session(workload.session_id, workload.user, workload.template)
+        session.handle = workload.handle
+    session.state = SessionState.READY if workload.ready else SessionState.STARTING
+    session.phase = "ready" if workload.ready else "resuming start"
+    session.tunnel = None
+    return session

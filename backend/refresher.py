@@ -1,0 +1,149 @@
+"""The background refresher: keeps ready sessions logged in and notices dead ones.
+
+Every ``refresh_interval`` (shifted by up to ``refresh_jitter`` of it, so that many
+backends, or many sessions started together, do not probe in lockstep) each ready session
+is probed, at most ``refresh_concurrency`` at once, and its template's keepalive is called.
+A probe that fails is retried a few times in quick succession; a workload that is gone or
+keeps failing is handed to the pool, which recycles or removes it and says so in an event.
+A session is never put back to ``ready`` after a failed probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from backend.errors import PodwardenError
+from backend.events import EventKind
+from backend.models import Session, SessionState
+from backend.pool import SessionPool
+
+__all__ = ["Refresher"]
+
+log = logging.getLogger("podwarden.refresher")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Refresher:
+    """Runs refresh rounds until stopped; ``refresh_round`` can be called directly."""
+
+    def __init__(
+        self,
+        pool: SessionPool,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.pool = pool
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._retry_delay = retry_delay
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+        self.last_round_at: float | None = None
+
+    def start(self) -> None:
+        """Run rounds in a named background task."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="podwarden: refresher"
+            )
+
+    @property
+    def running(self) -> bool:
+        """False if the loop has ended (it only ends when stopped, or on a bug)."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def next_delay(self) -> float:
+        """The interval, shifted by up to ± jitter of it."""
+        settings = self.pool.settings.pool
+        spread = settings.refresh_interval * settings.refresh_jitter
+        return max(0.01, settings.refresh_interval + self._rng.uniform(-spread, spread))
+
+    async def _run(self) -> None:
+        while True:
+            await self._sleep(self.next_delay())
+            try:
+                await self.refresh_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one round must not end refreshing for good
+                log.exception("refresh round failed")
+
+    async def refresh_round(self) -> None:
+        """Probe every ready session once, bounded in concurrency."""
+        semaphore = asyncio.Semaphore(self.pool.settings.pool.refresh_concurrency)
+        sessions = [s for s in self.pool.list() if s.state is SessionState.READY]
+
+        async def one(session: Session) -> None:
+            async with semaphore:
+                await self.refresh_session(session)
+
+        await asyncio.gather(*(one(s) for s in sessions))
+        self.rounds += 1
+        self.last_round_at = time.time()
+
+    async def refresh_session(self, session: Session) -> bool:
+        """Probe (and keep alive) one session; True if it is fine."""
+        pool = self.pool
+        if session.state is not SessionState.READY or session.handle is None:
+            return False
+        template = pool.settings.templates.get(session.template)
+        if template is None:
+            return False
+        session.transition(SessionState.REFRESHING)
+        attempts = pool.settings.pool.refresh_failures_before_recycle
+        detail = ""
+        ok = False
+        for attempt in range(attempts):
+            handle = session.handle
+            if session.state is not SessionState.REFRESHING or handle is None:
+                return False  # evicted or deleted meanwhile
+            probe = await pool.runtime.probe(handle, template)
+            if probe.alive and template.keepalive_path:
+                try:
+                    await pool.runtime.keepalive(handle, template)
+                except PodwardenError as e:
+                    probe = type(probe)(False, f"keepalive failed: {e.message}")
+            if probe.alive:
+                ok = True
+                break
+            detail = probe.detail
+            session.refresh_failures += 1
+            if probe.gone or attempt == attempts - 1:
+                break
+            await self._sleep(self._retry_delay)
+        if session.state is not SessionState.REFRESHING:
+            return False
+        if ok:
+            session.transition(SessionState.READY)
+            session.refresh_failures = 0
+            pool.metrics.refreshes["ok"] += 1
+            pool.bus.publish(
+                EventKind.REFRESH_OK,
+                f"{session.session_id} refreshed",
+                session_id=session.session_id,
+                user=session.user,
+            )
+            return True
+        pool.metrics.refreshes["failed"] += 1
+        pool.bus.publish(
+            EventKind.REFRESH_FAILED,
+            f"{session.session_id} failed its refresh: {detail}",
+            session_id=session.session_id,
+            user=session.user,
+            reason=detail,
+        )
+        pool.handle_dead(session, f"refresh failed: {detail}")
+        return False

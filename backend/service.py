@@ -1,0 +1,230 @@
+"""The embedded backend: store, runtime, pool, refresher and drift checks, started together.
+
+``Backend`` is what the API server, the TUI's embedded mode and the tests hold. It owns
+the order things start and stop in: store, runtime, recovery, then the pool takes
+requests; on stop the pool closes first (workloads keep running for the next start unless
+asked to stop them), then the runtime and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from backend.config import Settings
+from backend.errors import SessionNotFound
+from backend.events import EventBus, EventKind
+from backend.health import HealthSnapshot
+from backend.logs import SessionLogs
+from backend.models import SessionState
+from backend.pool import SessionPool
+from backend.recovery import RecoveryReport, recover
+from backend.refresher import Refresher
+from backend.runtime.base import OwnedWorkload, Runtime
+from backend.store import Store
+from backend.tunnels import PortAllocator
+
+__all__ = ["Backend", "make_runtime"]
+
+log = logging.getLogger("podwarden")
+
+
+def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtime:
+    """The runtime the settings name; Kubernetes is imported only when chosen."""
+    if settings.runtime.kind == "kubernetes":
+        from backend.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime(settings.runtime.kubernetes, logs, bus)
+    from backend.runtime.local import LocalRuntime
+
+    return LocalRuntime(Path(settings.state_dir), logs, host="127.0.0.1")
+
+
+class Backend:
+    """Everything behind the API and the TUI, in one object."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime | None = None,
+        *,
+        persist: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.bus = EventBus()
+        self.logs = SessionLogs(self.bus, settings.pool.log_lines)
+        self.state_dir = Path(settings.state_dir)
+        self.store = Store(self.state_dir / "podwarden.db") if persist else None
+        self.runtime = (
+            runtime if runtime is not None else make_runtime(settings, self.logs, self.bus)
+        )
+        self.ports = PortAllocator(
+            settings.tunnels.host, settings.tunnels.port_min, settings.tunnels.port_max
+        )
+        self.pool = SessionPool(settings, self.runtime, self.bus, self.logs, self.store, self.ports)
+        self.refresher = Refresher(self.pool)
+        self.recovery: RecoveryReport | None = None
+        self.started_at = time.time()
+        self.orphans: dict[str, OwnedWorkload] = {}
+        self.ghosts: list[str] = []
+        self.runtime_workloads: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    async def start(self) -> None:
+        """Open the store, recover, and start the background tasks."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.store is not None:
+            self.store.open()
+            self._tasks.append(self._guarded(self._persist_events(), "event store"))
+        adopt_unknown = True
+        if self.settings.runtime.kind == "kubernetes":
+            adopt_unknown = self.settings.runtime.kubernetes.unknown_workloads == "adopt"
+        self.recovery = await recover(self.pool, adopt_unknown=adopt_unknown)
+        self.pool.mark_running()
+        self.refresher.start()
+        self._tasks.append(self._guarded(self._reconcile_loop(), "drift check"))
+        self._started = True
+
+    async def stop(self, *, stop_sessions: bool = False) -> None:
+        """Close everything; workloads keep running for re-adoption unless asked."""
+        await self.refresher.stop()
+        await self.pool.close(stop_sessions=stop_sessions)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.runtime.close()
+        if self.store is not None:
+            await self.store.flush()
+            self.store.close()
+        self._started = False
+
+    async def __aenter__(self) -> Backend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _guarded(self, coro: Any, name: str) -> asyncio.Task[None]:
+        """A named background task whose unexpected end is logged and seen in health."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task %r ended unexpectedly", name)
+                raise
+
+        return asyncio.get_running_loop().create_task(run(), name=f"podwarden: {name}")
+
+    async def _persist_events(self) -> None:
+        assert self.store is not None
+        with self.bus.subscribe(maxsize=10000, kinds=set(EventKind) - {EventKind.LOG}) as sub:
+            async for event in sub:
+                self.store.add_event(event)
+
+    async def _reconcile_loop(self) -> None:
+        interval = self.settings.runtime.kubernetes.reconcile_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_drift()
+
+    async def check_drift(self) -> None:
+        """Compare what the pool believes with what the runtime holds.
+
+        Orphans (workloads the pool does not know) are listed for operators, never
+        silently killed; ghosts (live sessions whose workload is gone) are handed to the
+        pool, which recycles or removes them.
+        """
+        try:
+            owned = await self.runtime.list_owned()
+        except Exception as e:  # the runtime's health reports the outage
+            log.warning("drift check failed: %s", e)
+            return
+        sessions = {s.session_id: s for s in self.pool.list()}
+        known_live = {
+            sid
+            for sid, s in sessions.items()
+            if s.state.is_live or s.state is SessionState.TERMINATING
+        }
+        self.runtime_workloads = len(owned)
+        owned_ids = {w.session_id for w in owned}
+        self.orphans = {w.session_id: w for w in owned if w.session_id not in known_live}
+        ghosts = []
+        for sid, session in sessions.items():
+            if session.state in (SessionState.READY, SessionState.REFRESHING) and (
+                sid not in owned_ids
+            ):
+                ghosts.append(sid)
+                self.bus.publish(
+                    EventKind.VANISHED,
+                    f"{sid}: its workload is gone from the runtime",
+                    session_id=sid,
+                    user=session.user,
+                )
+                self.pool.handle_dead(session, "workload vanished from the runtime")
+        self.ghosts = ghosts
+
+    async def remove_orphan(self, session_id: str) -> None:
+        """Stop a workload the pool does not know (found by the drift check)."""
+        workload = self.orphans.get(session_id)
+        if workload is None:
+            raise SessionNotFound(session_id)
+        report = await self.runtime.stop(workload.handle, self.settings.pool.stop_grace)
+        self.orphans.pop(session_id, None)
+        self.bus.publish(
+            EventKind.ORPHAN_REMOVED if report.verified else EventKind.CLEANUP_LEFTOVER,
+            f"orphan {session_id} removed in {report.duration_s:.2f}s",
+            session_id=session_id,
+            user=workload.user,
+        )
+
+    def health(self) -> HealthSnapshot:
+        """The snapshot behind ``GET /health``."""
+        pool = self.pool
+        sessions = pool.list()
+        counts = {state: 0 for state in SessionState}
+        for session in sessions:
+            counts[session.state] += 1
+        runtime_health = self.runtime.health()
+        reasons = []
+        if not runtime_health.ok:
+            reasons.append(f"runtime: {runtime_health.detail}")
+        if self.store is not None and not self.store.healthy:
+            reasons.append(f"store: {self.store.last_error}")
+        if self._started and not self.refresher.running:
+            reasons.append("refresher is not running")
+        settings = self.settings.pool
+        active = pool.active_count
+        workloads = runtime_health.workloads
+        if workloads is None:
+            workloads = self.runtime_workloads
+        return HealthSnapshot(
+            status="degraded" if reasons else "healthy",
+            active_sessions=active,
+            max_sessions=settings.max_sessions,
+            session_capacity=f"{active}/{settings.max_sessions}",
+            persistent_sessions=counts[SessionState.READY] + counts[SessionState.REFRESHING],
+            starting_sessions=counts[SessionState.STARTING],
+            failed_sessions=counts[SessionState.FAILED],
+            queued_acquires=pool.queued,
+            users=len({s.user for s in sessions if s.state.is_live}),
+            max_sessions_per_user=settings.max_sessions_per_user,
+            runtime=self.runtime.describe(),
+            runtime_ok=runtime_health.ok,
+            runtime_workloads=workloads,
+            orphans=sorted(self.orphans),
+            ghosts=list(self.ghosts),
+            store_ok=self.store.healthy if self.store is not None else True,
+            degraded_reasons=reasons,
+            uptime_s=round(time.time() - self.started_at, 3),
+            refresh_interval_s=settings.refresh_interval,
+            last_refresh_at=self.refresher.last_round_at,
+        )

@@ -1,0 +1,301 @@
+"""The durable store: sessions and recent events in SQLite (WAL) in the state directory.
+
+Writes go through one writer thread in batches, so the event loop never waits on the disk
+and a warm reuse (which updates ``last_used_at``) costs a queue append, not an fsync. WAL
+with ``synchronous=NORMAL`` survives a killed process (the case that matters: ``kill -9``
+of the backend); a power cut may lose the last batch, which recovery tolerates because
+each runtime also records its workloads where it runs them.
+
+Credentials are never passed to the store: the session rows hold ids, names, states,
+times, the tunnel port and the runtime handle only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.errors import StoreError
+from backend.events import Event
+from backend.models import Session, SessionState, WorkloadHandle
+
+__all__ = ["Store", "StoredSession"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id   TEXT PRIMARY KEY,
+    user         TEXT NOT NULL,
+    template     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    last_used_at REAL NOT NULL,
+    ready_at     REAL,
+    use_count    INTEGER NOT NULL,
+    tunnel_host  TEXT,
+    tunnel_port  INTEGER,
+    handle       TEXT,
+    last_error   TEXT,
+    is_primary   INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts         REAL NOT NULL,
+    kind       TEXT NOT NULL,
+    session_id TEXT,
+    user       TEXT,
+    message    TEXT NOT NULL,
+    data       TEXT NOT NULL
+);
+"""
+
+_UPSERT = """
+INSERT INTO sessions (session_id, user, template, state, created_at, last_used_at, ready_at,
+                      use_count, tunnel_host, tunnel_port, handle, last_error, is_primary)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(session_id) DO UPDATE SET
+    state=excluded.state, last_used_at=excluded.last_used_at, ready_at=excluded.ready_at,
+    use_count=excluded.use_count, tunnel_host=excluded.tunnel_host,
+    tunnel_port=excluded.tunnel_port, handle=excluded.handle, last_error=excluded.last_error,
+    is_primary=excluded.is_primary
+"""
+
+_KEEP_EVENTS = 2000
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session row as read back at start-up."""
+
+    session_id: str
+    user: str
+    template: str
+    state: SessionState
+    created_at: float
+    last_used_at: float
+    ready_at: float | None
+    use_count: int
+    tunnel_host: str | None
+    tunnel_port: int | None
+    handle: WorkloadHandle | None
+    last_error: str | None
+    is_primary: bool
+
+
+_Op = Callable[[sqlite3.Connection], None]
+
+
+class Store:
+    """SQLite file with one writer thread; reads at start-up happen on the caller's thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._events_written = 0
+
+    def open(self) -> None:
+        """Create the file and schema; start the writer thread."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = self._connect()
+            connection.executescript(_SCHEMA)
+            connection.commit()
+            connection.close()
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the state store {self.path}: {e}") from e
+        self._thread = threading.Thread(target=self._run, name="podwarden-store", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def _run(self) -> None:
+        connection = self._connect()
+        try:
+            while True:
+                op = self._queue.get()
+                batch: list[_Op | None] = [op]
+                while len(batch) < 500:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = False
+                try:
+                    with connection:
+                        for item in batch:
+                            if item is None:
+                                stop = True
+                            else:
+                                item(connection)
+                except sqlite3.Error as e:  # keep serving; health reports it
+                    self._error = e
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    @property
+    def healthy(self) -> bool:
+        """False once a write has failed (disk full, file removed)."""
+        return self._error is None
+
+    @property
+    def last_error(self) -> str | None:
+        return str(self._error) if self._error else None
+
+    def _submit(self, op: _Op) -> None:
+        if self._thread is None:
+            raise StoreError("the state store is not open")
+        self._queue.put(op)
+
+    def save(self, session: Session, *, is_primary: bool = True) -> None:
+        """Queue an upsert of the session's current values (a snapshot, taken now)."""
+        tunnel = session.tunnel
+        row = (
+            session.session_id,
+            session.user,
+            session.template,
+            session.state.value,
+            session.created_at,
+            session.last_used_at,
+            session.ready_at,
+            session.use_count,
+            tunnel.host if tunnel else None,
+            tunnel.port if tunnel else None,
+            json.dumps(session.handle.to_dict()) if session.handle else None,
+            session.last_error,
+            1 if is_primary else 0,
+        )
+        self._submit(lambda c: c.execute(_UPSERT, row) and None)
+
+    def delete(self, session_id: str) -> None:
+        """Queue the removal of a session row."""
+        self._submit(
+            lambda c: c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)) and None
+        )
+
+    def add_event(self, event: Event) -> None:
+        """Queue an event row; old rows beyond the last 2000 are pruned now and then."""
+        row = (
+            event.ts,
+            event.kind.value,
+            event.session_id,
+            event.user,
+            event.message,
+            json.dumps(event.data, default=str),
+        )
+        self._events_written += 1
+        prune = self._events_written % 200 == 0
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO events (ts, kind, session_id, user, message, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if prune:
+                c.execute(
+                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                    (_KEEP_EVENTS,),
+                )
+
+        self._submit(op)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def mark(_: sqlite3.Connection) -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        self._submit(mark)
+        await done
+
+    def flush_sync(self, timeout: float = 10.0) -> None:
+        """``flush`` for callers outside the event loop."""
+        done = threading.Event()
+        self._submit(lambda _c: done.set())
+        done.wait(timeout)
+
+    def load_sessions(self) -> list[StoredSession]:
+        """Every session row, for recovery at start-up."""
+        connection = self._connect()
+        try:
+            rows = connection.execute(
+                "SELECT session_id, user, template, state, created_at, last_used_at, ready_at,"
+                " use_count, tunnel_host, tunnel_port, handle, last_error, is_primary"
+                " FROM sessions"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the state store {self.path}: {e}") from e
+        finally:
+            connection.close()
+        result = []
+        for row in rows:
+            handle = WorkloadHandle.from_dict(json.loads(row[10])) if row[10] else None
+            try:
+                state = SessionState(row[3])
+            except ValueError:
+                state = SessionState.FAILED
+            result.append(
+                StoredSession(
+                    row[0],
+                    row[1],
+                    row[2],
+                    state,
+                    row[4],
+                    row[5],
+                    row[6],
+                    row[7],
+                    row[8],
+                    row[9],
+                    handle,
+                    row[11],
+                    bool(row[12]),
+                )
+            )
+        return result
+
+    def recent_events(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The last ``limit`` stored events, oldest first."""
+        connection = self._connect()
+        try:
+            rows = connection.execute(
+                "SELECT id, ts, kind, session_id, user, message, data FROM events"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            connection.close()
+        return [
+            {
+                "seq": r[0],
+                "ts": r[1],
+                "kind": r[2],
+                "session_id": r[3],
+                "user": r[4],
+                "message": r[5],
+                "data": json.loads(r[6]),
+            }
+            for r in reversed(rows)
+        ]
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
