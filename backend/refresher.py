@@ -59,6 +59,11 @@ class Refresher:
         """False if the loop has ended (it only ends when stopped, or on a bug)."""
         return self._task is not None and not self._task.done()
 
+    async def wait_stopped(self) -> None:
+        """Wait until the loop has ended."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -94,7 +94,13 @@ class MemoryRuntime:
         if remaining:
             self.fail_starts[spec.template.name] = remaining - 1
             raise StartError("simulated start failure", exit_code=1, log_tail=["boom"])
-        handle = WorkloadHandle("memory", f"mem-{next(self._refs)}", "127.0.0.1", 1)
+        handle = WorkloadHandle(
+            "memory",
+            f"mem-{next(self._refs)}",
+            "127.0.0.1",
+            1,
+            {"session_id": spec.session_id},
+        )
         self.workloads[spec.session_id] = _Workload(
             spec.session_id, spec.user, spec.template.name, handle
         )
@@ -118,10 +124,8 @@ class MemoryRuntime:
         return handle
 
     def _find(self, handle: WorkloadHandle) -> _Workload | None:
-        for workload in self.workloads.values():
-            if workload.handle.ref == handle.ref:
-                return workload
-        return None
+        workload = self.workloads.get(handle.extra.get("session_id", ""))
+        return workload if workload is not None and workload.handle.ref == handle.ref else None
 
     async def probe(self, handle: WorkloadHandle, template: Template) -> ProbeResult:
         self._count("probe")
