@@ -147,7 +147,7 @@ class LocalClient:
     async def recent_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.backend.bus.recent(limit)]
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
         subscription = self.backend.bus.subscribe(maxsize=5000)
         self._subscriptions.append(subscription)
         try:

@@ -178,7 +178,11 @@ class Store:
             session.last_error,
             1 if is_primary else 0,
         )
-        self._submit(lambda c: c.execute(_UPSERT, row) and None)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(_UPSERT, row)
+
+        self._submit(op)
 
     def delete(self, session_id: str) -> None:
         """Queue the removal of a session row."""
@@ -218,8 +222,12 @@ class Store:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
         def mark(_: sqlite3.Connection) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self._submit(mark)
         await done
