@@ -186,9 +186,11 @@ class Store:
 
     def delete(self, session_id: str) -> None:
         """Queue the removal of a session row."""
-        self._submit(
-            lambda c: c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)) and None
-        )
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+        self._submit(op)
 
     def add_event(self, event: Event) -> None:
         """Queue an event row; old rows beyond the last 2000 are pruned now and then."""
