@@ -36,7 +36,11 @@ def pod(
 
 
 def waiting(reason: str, message: str = "", **extra: Any) -> dict[str, Any]:
-    return {"name": "session", "state": {"waiting": {"reason": reason, "message": message}}, **extra}
+    return {
+        "name": "session",
+        "state": {"waiting": {"reason": reason, "message": message}},
+        **extra,
+    }
 
 
 def test_no_pod_yet_is_scheduling() -> None:

@@ -1,0 +1,103 @@
+"""Helpers of the Kubernetes runtime tests (a module of its own: conftest is not importable)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+import kmock
+
+from backend.runtime.base import WorkloadSpec
+from backend.templates import Template
+
+NAMESPACE = "pw"
+RESOURCES = (
+    "apps/v1/deployments",
+    "apps/v1/replicasets",
+    "v1/pods",
+    "v1/services",
+    "v1/secrets",
+    "v1/events",
+)
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus a ``uid`` on every created object, and a copy of each body
+    exactly as the client sent it (``sent``), for assertions on request shapes."""
+
+    sent: list[tuple[str, str, Any]] = attrs.field(factory=list)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.method is not None and request.method.value != "GET":
+            self.sent.append((request.method.value, request.url.path, copy.deepcopy(request.data)))
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
+        return await super()._handle(request)
+
+    def bodies(self, method: str, plural: str) -> list[Any]:
+        """Bodies of the requests with ``method`` whose path names ``plural``."""
+        return [body for m, path, body in self.sent if m == method and f"/{plural}" in path]
+
+
+def write_kubeconfig(path: Path, server: str, namespace: str = NAMESPACE) -> Path:
+    """A kubeconfig with one context pointing at ``server``."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "mock", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {
+                        "name": "mock-ctx",
+                        "context": {"cluster": "mock", "user": "tester", "namespace": namespace},
+                    }
+                ],
+                "current-context": "mock-ctx",
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+class FakeSleep:
+    """Records the delays a retry loop asked for, without waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def make_spec(
+    session_id: str = "alice-browser-0a1b2c3d",
+    *,
+    user: str = "Alice Smith",
+    image: str = "example/browser:1",
+    env: dict[str, str] | None = None,
+    **template_fields: Any,
+) -> WorkloadSpec:
+    template = Template(name="browser", image=image, port=3000, **template_fields)
+    return WorkloadSpec(
+        session_id=session_id, user=user, template=template, workdir=Path("/"), env=env or {}
+    )
+
+
+def strip_uid(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the uid the emulator added."""
+    body = copy.deepcopy(body)
+    body.get("metadata", {}).pop("uid", None)
+    return body
+
+
+def cluster_kubeconfig() -> str | None:
+    return os.environ.get("PODWARDEN_TEST_KUBECONFIG") or None
