@@ -348,6 +348,27 @@ class KubeClient:
             return False
         return True
 
+    async def delete_collection(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        *,
+        propagation: str | None = None,
+    ) -> None:
+        """Delete every ``kind`` matching the label ``selector`` (one request)."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        await self.request(
+            "DELETE",
+            kind.path(namespace),
+            query=[("labelSelector", selector)],
+            body=body,
+            action=f"delete {kind.plural} {selector}",
+            key=f"deletecollection {kind.name}",
+        )
+
     def close(self) -> None:
         """Stop the worker threads (queued calls are cancelled) and drop connections."""
         if self._closed:

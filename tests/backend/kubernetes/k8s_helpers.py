@@ -40,6 +40,28 @@ class Emulator(kmock.KubernetesEmulator):
             request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
         return await super()._handle(request)
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.fallback[kmock.method.DELETE] << self._delete_collection
+
+    async def _delete_collection(self, request: kmock.Request) -> Any:
+        """``deletecollection`` by label selector (``a=b,c=d``), which kmock lacks."""
+        if request.name is not None or request.resource is None:
+            return NotImplemented  # a single object: kmock's own delete
+        selector = request.params.get("labelSelector", "")
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+        async with self._lock:
+            for (resource, namespace, _name), obj in list(self.objects.items()):
+                if resource != request.resource or namespace != request.namespace:
+                    continue
+                labels = (obj.raw.get("metadata") or {}).get("labels") or {}
+                if obj.deleted or any(labels.get(k) != v for k, v in wanted.items()):
+                    continue
+                raw = obj.raw
+                obj.delete()
+                await self._buses[resource].put({"type": "DELETED", "object": raw})
+        return {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+
     def bodies(self, method: str, plural: str) -> list[Any]:
         """Bodies of the requests with ``method`` whose path names ``plural``."""
         return [body for m, path, body in self.sent if m == method and f"/{plural}" in path]

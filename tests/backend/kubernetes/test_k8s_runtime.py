@@ -329,6 +329,34 @@ async def test_stop_deletes_in_the_foreground_and_verifies(
     assert await runtime.inventory() == {}
 
 
+async def test_stop_removes_replicasets_and_pods_itself(
+    kube: Emulator, runtime: KubernetesRuntime
+) -> None:
+    handle = await runtime.start(make_spec(), lambda _: None)
+    labels = mf.session_labels(SID, "Alice Smith", "browser")
+    replicaset = {"metadata": {"name": f"{SID}-rs1", "namespace": NAMESPACE, "labels": labels}}
+    await kube.post(f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets", json=replicaset)
+    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1", **READY))
+    await kube.post(PODS_PATH, json=pod_of("someone-else", "other-pod"))
+    pods = runtime.reflectors["pod"]
+    await until(lambda: len(pods.objects) == 2 and bool(runtime.reflectors["replicaset"].objects))
+    report = await runtime.stop(handle, 5)
+    assert report.verified, report.leftovers
+    collection_deletes = [
+        (path.rsplit("/", 1)[-1], body)
+        for m, path, body in kube.sent
+        if m == "DELETE" and path.endswith(("/replicasets", "/pods"))
+    ]
+    assert collection_deletes == [
+        (
+            "replicasets",
+            {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+        ),
+        ("pods", {"apiVersion": "v1", "kind": "DeleteOptions"}),
+    ]
+    assert list(pods.objects) == ["other-pod"]  # another session's pod is untouched
+
+
 async def test_stop_of_a_partial_session_and_of_nothing(runtime: KubernetesRuntime) -> None:
     handle = await runtime.start(make_spec(), lambda _: None)
     assert runtime.client is not None
@@ -342,7 +370,10 @@ async def test_what_does_not_go_away_is_reported_as_leftover(
 ) -> None:
     runtime = make_runtime(delete_timeout=0.3)
     handle = await runtime.start(make_spec(), lambda _: None)
-    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1"))  # no garbage collector here
+    # A pod that does not go away (here: the collection delete fails every time).
+    kube["delete", kmock.resource("v1/pods")] << 500 << status(500, "InternalError")
+    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1"))
+    await until(lambda: bool(runtime.reflectors["pod"].session_objects(SID)))
     report = await runtime.stop(handle, 5)
     assert report.leftovers == (f"pod/{SID}-x1",)
     assert not report.verified

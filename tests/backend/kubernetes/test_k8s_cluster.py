@@ -1,0 +1,284 @@
+"""The whole lifecycle against a real control plane (``PODWARDEN_TEST_KUBECONFIG``).
+
+These are the main evidence that the runtime works: a real API server, scheduler,
+controller-manager (Deployment, ReplicaSet and garbage-collector controllers) and etcd.
+``tests/kubernetes_harness.sh up`` starts one on loopback (v1.20, with a fake kubelet
+that marks pods running, fails images named ``unpullable`` and crash-loops images named
+``crashloop``). Each test works in a namespace of its own, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from k8s_helpers import cluster_kubeconfig, make_spec
+
+from backend.config import KubernetesSettings
+from backend.errors import StartError
+from backend.events import EventBus
+from backend.logs import SessionLogs
+from backend.runtime.kubernetes import manifests as mf
+from backend.runtime.kubernetes.client import KubeClient
+from backend.runtime.kubernetes.kinds import (
+    DEPLOYMENTS,
+    NAMESPACES,
+    SECRETS,
+    SERVICES,
+    SESSION_KINDS,
+)
+from backend.runtime.kubernetes.runtime import KubernetesRuntime
+
+pytestmark = [
+    pytest.mark.kubernetes,
+    pytest.mark.skipif(
+        cluster_kubeconfig() is None,
+        reason="PODWARDEN_TEST_KUBECONFIG is not set (tests/kubernetes_harness.sh up)",
+    ),
+]
+
+Factory = Callable[[], KubernetesRuntime]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Factory]:
+    """Makes runtimes on one fresh namespace; closes them and deletes the namespace."""
+    namespace = f"pw-test-{secrets.token_hex(4)}"
+    bus = EventBus()
+    made: list[KubernetesRuntime] = []
+
+    def make() -> KubernetesRuntime:
+        settings = KubernetesSettings(
+            kubeconfig=str(cluster_kubeconfig()), namespace=namespace, delete_timeout=30
+        )
+        runtime = KubernetesRuntime(settings, SessionLogs(bus), bus)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    cleaner = make()
+    client = await cleaner.connect()
+    await client.delete(NAMESPACES, None, namespace)
+    for runtime in made:
+        await runtime.close()
+
+
+def sid() -> str:
+    return f"alice-browser-{secrets.token_hex(4)}"
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll an assertion helper until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def session_objects(client: KubeClient, session_id: str) -> list[str]:
+    """Every object of the session the API server holds, asked directly."""
+    found = []
+    for kind in SESSION_KINDS:
+        items, _ = await client.list(kind, client.namespace, mf.session_selector(session_id))
+        found += [f"{kind.name}/{i['metadata']['name']}" for i in items]
+    return found
+
+
+async def test_create_ready_verify_and_clean_up(cluster: Factory) -> None:
+    runtime = cluster()
+    client = await runtime.connect()
+    ns = client.namespace
+    created_ns = await client.get(NAMESPACES, None, ns)
+    assert created_ns["metadata"]["labels"] == {mf.LABEL_MANAGED_BY: mf.MANAGED_BY}
+
+    lost: list[str] = []
+    runtime.set_workload_lost_callback(lambda s, _why: lost.append(s))
+    session_id = sid()
+    spec = make_spec(session_id, env={"TOKEN": "s3cret"})
+    started = time.monotonic()
+    handle = await runtime.start(spec, lambda _: None)
+    ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
+    assert time.monotonic() - started < 10
+    assert ready.host.startswith("127.0.0.") and ready.port == 3000
+    assert ready.extra["pod"].startswith(session_id)
+
+    deployment = await client.get(DEPLOYMENTS, ns, session_id)
+    uid = deployment["metadata"]["uid"]
+    assert uid == handle.extra["uid"]
+    assert deployment["metadata"]["labels"] == mf.session_labels(
+        session_id, "Alice Smith", "browser"
+    )
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations["podwarden.io/user"] == "Alice Smith"
+    assert annotations["podwarden.io/template"] == "browser"
+    assert "s3cret" not in str(deployment)
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": session_id, "uid": uid}
+    service = await client.get(SERVICES, ns, session_id)
+    assert service["metadata"]["ownerReferences"] == [owner]
+    assert service["spec"]["type"] == "ClusterIP"
+    secret = await client.get(SECRETS, ns, session_id)
+    assert secret["metadata"]["ownerReferences"] == [owner]
+    assert base64.b64decode(secret["data"]["TOKEN"]) == b"s3cret"
+    kinds = {name.split("/")[0] for name in await session_objects(client, session_id)}
+    assert kinds == {"deployment", "replicaset", "pod", "service", "secret"}
+
+    assert (await runtime.probe(ready, spec.template)).alive
+    (owned,) = await runtime.list_owned()
+    assert (owned.session_id, owned.user, owned.alive, owned.ready) == (
+        session_id,
+        "Alice Smith",
+        True,
+        True,
+    )
+    assert runtime.health().ok and runtime.health().workloads == 1
+
+    report = await runtime.stop(ready, 5)
+    assert report.verified, report.leftovers
+    assert report.duration_s < 5
+    assert await session_objects(client, session_id) == []
+    assert (await runtime.probe(ready, spec.template)).gone
+    assert lost == []  # its own stop is not a lost workload
+
+
+async def test_an_unpullable_image_fails_with_the_clusters_reason(cluster: Factory) -> None:
+    runtime = cluster()
+    spec = make_spec(sid(), image="registry.example/unpullable:1")
+    handle = await runtime.start(spec, lambda _: None)
+    started = time.monotonic()
+    with pytest.raises(StartError) as info:
+        await runtime.wait_ready(handle, spec, 60, lambda _: None)
+    assert time.monotonic() - started < 5
+    assert info.value.reason.startswith("ErrImagePull:")
+    assert "pull access denied" in info.value.reason
+    assert (await runtime.stop(handle, 5)).verified
+
+
+async def test_a_crash_loop_fails_with_exit_code_and_events(cluster: Factory) -> None:
+    runtime = cluster()
+    session_id = sid()
+    spec = make_spec(session_id, image="registry.example/crashloop:1")
+    handle = await runtime.start(spec, lambda _: None)
+    with pytest.raises(StartError) as info:
+        await runtime.wait_ready(handle, spec, 60, lambda _: None)
+    assert info.value.reason.startswith("CrashLoopBackOff:")
+    assert info.value.exit_code == 1
+    assert "BackOff: Back-off restarting failed container" in info.value.message
+    # The harness has no kubelet API: the log cannot be read, and the session says so once.
+    lines = runtime.logs(session_id)
+    assert len(lines) == 1 and "cannot be read" in lines[0]
+    assert (await runtime.stop(handle, 5)).verified
+
+
+async def test_an_unschedulable_pod_fails_with_the_schedulers_message(cluster: Factory) -> None:
+    runtime = cluster()
+    spec = make_spec(sid(), node_selector={"podwarden.io/nowhere": "true"})
+    handle = await runtime.start(spec, lambda _: None)
+    with pytest.raises(StartError) as info:
+        await runtime.wait_ready(handle, spec, 60, lambda _: None)
+    assert info.value.reason.startswith("Unschedulable: 0/1 nodes are available")
+    assert "didn't match" in info.value.reason  # the scheduler's own words
+    assert (await runtime.stop(handle, 5)).verified
+
+
+async def test_a_new_runtime_adopts_what_the_old_one_started(cluster: Factory) -> None:
+    first = cluster()
+    session_id = sid()
+    spec = make_spec(session_id)
+    handle = await first.start(spec, lambda _: None)
+    ready = await first.wait_ready(handle, spec, 30, lambda _: None)
+    await first.close()  # the backend exits; the workload keeps running
+
+    second = cluster()
+    (owned,) = await second.list_owned()
+    assert owned.session_id == session_id
+    assert (owned.user, owned.template, owned.alive, owned.ready) == (
+        "Alice Smith",
+        "browser",
+        True,
+        True,
+    )
+    assert owned.handle.host == ready.host and owned.handle.extra["uid"] == handle.extra["uid"]
+    # Starting the same session again is idempotent: it adopts, it does not duplicate.
+    again = await second.start(spec, lambda _: None)
+    assert again.extra["uid"] == handle.extra["uid"]
+    assert (await second.wait_ready(again, spec, 30, lambda _: None)).host == ready.host
+    assert (await second.stop(again, 5)).verified
+
+
+async def test_a_deployment_deleted_behind_its_back_is_noticed(cluster: Factory) -> None:
+    runtime = cluster()
+    lost: list[tuple[str, str]] = []
+    runtime.set_workload_lost_callback(lambda s, why: lost.append((s, why)))
+    session_id = sid()
+    spec = make_spec(session_id)
+    handle = await runtime.start(spec, lambda _: None)
+    ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
+    client = await runtime.connect()
+
+    await client.delete(DEPLOYMENTS, client.namespace, session_id)  # kubectl delete
+    await until(lambda: lost)
+    assert lost == [(session_id, f"Deployment {session_id} was deleted outside podwarden")]
+
+    async def deployment_gone() -> bool:
+        return "deployment" not in (await runtime.inventory()).get(session_id, ())
+
+    await until(deployment_gone)
+    assert (await runtime.probe(ready, spec.template)).gone
+    assert not any(w.alive for w in await runtime.list_owned())
+    assert (await runtime.stop(ready, 5)).verified  # whatever was left goes too
+    assert await session_objects(client, session_id) == []
+
+
+async def test_ten_concurrent_sessions(cluster: Factory) -> None:
+    runtime = cluster()
+    specs = [make_spec(sid(), user=f"user{i}", cpu="50m", memory="64Mi") for i in range(10)]
+
+    async def lifecycle(spec: Any) -> None:
+        handle = await runtime.start(spec, lambda _: None)
+        await runtime.wait_ready(handle, spec, 30, lambda _: None)
+
+    await asyncio.gather(*(lifecycle(s) for s in specs))
+    assert {w.session_id for w in await runtime.list_owned() if w.ready} == {
+        s.session_id for s in specs
+    }
+    client = await runtime.connect()
+    assert client.calls["create deployment"] == 10 and client.calls["create service"] == 10
+    reports = await asyncio.gather(
+        *(runtime.stop(make_handle(runtime, s.session_id), 5) for s in specs)
+    )
+    assert all(r.verified for r in reports)
+    assert await runtime.inventory() == {}
+
+
+async def test_logs_and_tunnels_fail_clearly_without_a_kubelet(cluster: Factory) -> None:
+    runtime = cluster()
+    session_id = sid()
+    spec = make_spec(session_id)
+    handle = await runtime.start(spec, lambda _: None)
+    ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
+    lines = await until(lambda: runtime.logs(session_id))
+    assert len(lines) == 1 and "cannot be followed" in lines[0]
+
+    tunnel = await runtime.open_tunnel(ready, "127.0.0.1", 0)
+    try:
+        assert tunnel.is_listening()
+        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
+        assert await asyncio.wait_for(reader.read(), 15) == b""  # dropped, not hung
+        writer.close()
+    finally:
+        await tunnel.close()
+    assert (await runtime.stop(ready, 5)).verified
+
+
+def make_handle(runtime: KubernetesRuntime, session_id: str) -> Any:
+    from backend.models import WorkloadHandle
+
+    return WorkloadHandle("kubernetes", session_id, "", 3000, {"namespace": runtime.namespace})
