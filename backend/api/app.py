@@ -1,0 +1,99 @@
+"""``make_api(backend, token)``: the FastAPI app over an embedded ``Backend``.
+
+The app holds no state of its own beyond the event-stream hub: the backend is started and
+stopped by whoever hosts it (``podwarden serve``, the TUI process, a test), so the same
+app runs in a daemon, next to the TUI in one event loop, or in a test on an in-memory
+runtime. The OpenAPI document declares the bearer scheme on every route but ``/health``,
+matching what ``Guard`` enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from backend.api.guard import DEFAULT_BODY_LIMIT, PUBLIC_PATHS, Guard
+from backend.api.handlers import install_handlers
+from backend.api.routes import add_routes
+from backend.api.sse import SseHub
+from backend.service import Backend
+
+__all__ = ["API_VERSION", "make_api"]
+
+API_VERSION = "1.0.0"
+
+_DESCRIPTION = """\
+Per-user persistent sessions: ask for a user's session and get the same warm one back
+(`is_new_session: false`) until it is evicted, deleted or fails.
+
+Every route but `/health` needs `Authorization: Bearer <token>`; the token is
+`PODWARDEN_TOKEN` or the file `<state-dir>/token`. Every error is
+`{"error": {"code", "message", "field"?}}`.
+"""
+
+
+def make_api(
+    backend: Backend,
+    token: str,
+    *,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    heartbeat: float = 15.0,
+) -> FastAPI:
+    """The API app for ``backend``; requests need ``Bearer token``."""
+    if not token:
+        raise ValueError("an API token is required")
+    app = FastAPI(
+        title="podwarden",
+        version=API_VERSION,
+        description=_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    hub = SseHub(backend.bus, heartbeat=heartbeat)
+    app.state.backend = backend
+    app.state.sse = hub
+    add_routes(app, backend, hub)
+    install_handlers(app)
+    app.add_middleware(Guard, token=token, body_limit=body_limit)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _name_templates(document, sorted(backend.settings.templates))
+            app.openapi_schema = _with_security(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _name_templates(schema: dict[str, Any], names: list[str]) -> None:
+    """List the configured templates as the allowed values of ``template`` (the model
+    takes any string, and the pool answers an unknown one with a 422 naming the known)."""
+    request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
+    request["template"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+
+
+def _with_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the bearer scheme, and require it on every operation but the public ones."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token in <state-dir>/token, or PODWARDEN_TOKEN.",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+            else:
+                operation["security"] = [{"bearer": []}]
+    return schema

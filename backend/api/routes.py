@@ -1,0 +1,279 @@
+"""The routes of the HTTP API, bound to one ``Backend``.
+
+Handlers close over the backend instead of looking it up per request, and answer with a
+plain ``Response`` of ``json.dumps`` output: the response models in ``schemas`` describe
+the shapes in ``/openapi.json`` but are not run over each answer, which keeps a warm reuse
+to a dictionary lookup plus serialisation (see ``tests/bench/bench_api.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from starlette.responses import Response
+
+from backend.api.prometheus import CONTENT_TYPE, render_metrics
+from backend.api.schemas import (
+    AcquireOut,
+    AcquireRequest,
+    ErrorOut,
+    EventOut,
+    HealthOut,
+    LogsOut,
+    OrphanOut,
+    SessionOut,
+    TemplateOut,
+)
+from backend.api.sse import SseHub
+from backend.client import templates_of
+from backend.errors import InvalidRequest, SessionNotFound
+from backend.events import EventKind
+from backend.models import SessionState
+from backend.service import Backend
+
+__all__ = ["add_routes"]
+
+log = logging.getLogger("podwarden.api")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data).encode(), status_code=status, media_type="application/json")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with the error model."""
+    words = {
+        400: "The body is not valid JSON, or a header is malformed.",
+        401: "Missing or wrong bearer token.",
+        404: "No session (or orphan) with this id.",
+        413: "The request body is too large.",
+        422: "A field is missing or invalid; `error.field` names it.",
+        502: "The workload did not become ready; the message says why.",
+        503: "The pool is full and nothing may be evicted (see Retry-After), or the "
+        "runtime is unavailable.",
+    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorOut, "description": words[status]}
+        if status == 503:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds after which a retry may find room.",
+                    "schema": {"type": "integer"},
+                }
+            }
+        responses[status] = entry
+    return responses
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not declare (``?limt=5`` is a typo to report,
+    not something to ignore)."""
+    if not request.scope["query_string"]:
+        return
+    route = request.scope.get("route")
+    allowed = {p.alias for p in getattr(getattr(route, "dependant", None), "query_params", ())}
+    for key in request.query_params:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise InvalidRequest(key[:40], f"unknown query parameter (known: {known})")
+
+
+STRICT_QUERY = [Depends(known_query_only)]
+
+SessionId = Annotated[str, Path(description="The session id.", max_length=253)]
+
+
+def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
+    """Register every route on the app itself (not through ``include_router``: an included
+    router is one more matching layer on every request); ``backend`` must be started
+    before requests arrive."""
+    pool = backend.pool
+    removals: set[asyncio.Task[None]] = set()
+
+    @router.get("/health", response_model=HealthOut, tags=["health"], summary="Pool health")
+    async def health() -> Response:
+        """The pool's state; needs no token. 200 for ``healthy`` and ``degraded`` alike."""
+        return _json(backend.health().to_dict())
+
+    @router.post(
+        "/sessions",
+        response_model=AcquireOut,
+        tags=["sessions"],
+        summary="Get the user's session",
+        responses={
+            202: {"model": AcquireOut, "description": "`wait` false: the session is starting."},
+            **_errors(400, 401, 413, 422, 502, 503),
+        },
+    )
+    async def acquire(body: AcquireRequest) -> Response:
+        """The user's ready session for the template: reused when there is one
+        (``is_new_session`` false), else started. With ``wait`` (the default) this answers
+        200 once the session is ready; with ``wait`` false it answers 202 at once (200 when
+        a ready session was reused)."""
+        if body.wait:
+            result = await pool.acquire(
+                body.user, body.template, reuse=body.reuse, credentials=body.credentials
+            )
+            return _json(result.to_dict())
+        result = pool.acquire_nowait(
+            body.user, body.template, reuse=body.reuse, credentials=body.credentials
+        )
+        ready = not result.is_new_session and result.session.state is SessionState.READY
+        return _json(result.to_dict(), 200 if ready else 202)
+
+    @router.get(
+        "/sessions",
+        response_model=list[SessionOut],
+        tags=["sessions"],
+        summary="List sessions",
+        responses=_errors(401),
+    )
+    async def list_sessions() -> Response:
+        """Every session: live ones and the recently ended (with how their cleanup went)."""
+        return _json([s.to_dict() for s in pool.list()])
+
+    @router.get(
+        "/sessions/{session_id}",
+        response_model=SessionOut,
+        tags=["sessions"],
+        summary="One session",
+        responses=_errors(401, 404),
+    )
+    async def get_session(session_id: SessionId) -> Response:
+        return _json(pool.get(session_id).to_dict())
+
+    @router.delete(
+        "/sessions/{session_id}",
+        response_model=SessionOut,
+        status_code=202,
+        tags=["sessions"],
+        summary="End a session",
+        responses=_errors(401, 404),
+    )
+    async def delete_session(session_id: SessionId) -> Response:
+        """Starts ending the session and answers 202 at once (state ``terminating``). The
+        workload is stopped and its removal verified in the background; a
+        ``cleanup_verified`` event (or ``cleanup_leftover``) says when it is done."""
+        return _json(pool.delete(session_id).to_dict(), 202)
+
+    @router.get(
+        "/sessions/{session_id}/logs",
+        response_model=LogsOut,
+        tags=["sessions"],
+        summary="A session's workload log",
+        responses=_errors(401, 404, 422),
+        dependencies=STRICT_QUERY,
+    )
+    async def session_logs(
+        session_id: SessionId,
+        limit: Annotated[int, Query(ge=1, le=10000, description="At most this many lines.")] = 200,
+    ) -> Response:
+        pool.get(session_id)
+        return _json({"session_id": session_id, "lines": backend.logs.get(session_id, limit)})
+
+    @router.get(
+        "/templates",
+        response_model=list[TemplateOut],
+        tags=["templates"],
+        summary="Configured templates",
+        responses=_errors(401),
+    )
+    async def templates() -> Response:
+        return _json(templates_of(backend))
+
+    @router.get(
+        "/events",
+        tags=["events"],
+        summary="Event stream (server-sent events)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "One `data: {json}` block per event (see EventOut); comment "
+                "lines as heartbeats. Use `curl -N`.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(401, 422),
+        },
+        dependencies=STRICT_QUERY,
+    )
+    async def events(
+        kinds: Annotated[
+            list[EventKind] | None,
+            Query(
+                max_length=len(EventKind),
+                description="Send only these event kinds (repeat the parameter: "
+                "`?kinds=ready&kinds=failed`); default: all, log lines included.",
+            ),
+        ] = None,
+    ) -> Response:
+        return hub.response(frozenset(kinds) if kinds else None)
+
+    @router.get(
+        "/events/recent",
+        response_model=list[EventOut],
+        tags=["events"],
+        summary="Recent events",
+        responses=_errors(401, 422),
+        dependencies=STRICT_QUERY,
+    )
+    async def recent_events(
+        limit: Annotated[int, Query(ge=1, le=2000, description="At most this many.")] = 100,
+    ) -> Response:
+        """The last events (not log lines), oldest first."""
+        return _json([e.to_dict() for e in backend.bus.recent(limit)])
+
+    @router.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_errors(401),
+        },
+    )
+    async def metrics() -> Response:
+        return Response(render_metrics(backend), media_type=CONTENT_TYPE)
+
+    @router.delete(
+        "/orphans/{session_id}",
+        response_model=OrphanOut,
+        status_code=202,
+        tags=["sessions"],
+        summary="Remove an orphaned workload",
+        responses=_errors(401, 404),
+    )
+    async def remove_orphan(session_id: SessionId) -> Response:
+        """Stops a workload the runtime runs but the pool does not know (listed under
+        ``orphans`` in ``/health``). Answers 202 at once; an ``orphan_removed`` event says
+        when it is gone."""
+        if session_id not in backend.orphans:
+            raise SessionNotFound(session_id)
+        task = asyncio.get_running_loop().create_task(
+            _remove(backend, session_id), name=f"podwarden: remove orphan {session_id}"
+        )
+        removals.add(task)
+        task.add_done_callback(removals.discard)
+        return _json({"session_id": session_id, "status": "removing"}, 202)
+
+
+async def _remove(backend: Backend, session_id: str) -> None:
+    try:
+        await backend.remove_orphan(session_id)
+    except SessionNotFound:
+        pass  # removed meanwhile by another request
+    except Exception as e:
+        log.exception("removing orphan %s failed", session_id)
+        backend.bus.publish(
+            EventKind.CLEANUP_LEFTOVER,
+            f"orphan {session_id}: removal failed: {e}",
+            session_id=session_id,
+        )

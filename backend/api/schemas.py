@@ -1,0 +1,194 @@
+"""Pydantic models of the HTTP API: what ``/openapi.json`` promises, field by field.
+
+The request model validates strictly (``"true"`` is not a boolean, unknown keys are
+refused) so a typo such as ``"resue": false`` fails loudly instead of being ignored.
+Response models document the shapes; the hot routes serialise plain dicts themselves
+(see ``backend.api.routes``) and these models are never run over them, so they must be
+kept in step with ``Session.to_dict`` and ``HealthSnapshot``; the schemathesis test in
+``tests/backend/api`` checks every response against them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from backend.events import EventKind
+from backend.models import MAX_USER_LENGTH, SessionState
+
+__all__ = [
+    "AcquireRequest",
+    "AcquireOut",
+    "ErrorBody",
+    "ErrorOut",
+    "EventOut",
+    "HealthOut",
+    "LogsOut",
+    "OrphanOut",
+    "SessionOut",
+    "TemplateOut",
+    "TunnelOut",
+]
+
+# Printable text with at least one non-space character; control characters (C0, DEL,
+# C1) would corrupt logs and screens. The pool checks the same; this puts it in the schema.
+USER_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+UserName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_USER_LENGTH, pattern=USER_PATTERN)
+]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+MAX_CREDENTIALS = 100
+Credentials = Annotated[
+    dict[EnvName, Annotated[str, StringConstraints(max_length=8192)]],
+    Field(max_length=MAX_CREDENTIALS),
+    # pydantic would say ``patternProperties``, which lets other names through in the schema
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": 8192},
+            "maxProperties": MAX_CREDENTIALS,
+        }
+    ),
+]
+
+
+class AcquireRequest(BaseModel):
+    """``POST /sessions``: the user's session for a template."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user: UserName = Field(description="Who the session belongs to; the reuse key with template.")
+    template: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Template name; the configured default when omitted."
+    )
+    reuse: bool = Field(
+        default=True,
+        description="Hand back the user's ready session for this template if there is one; "
+        "false always starts another session.",
+    )
+    wait: bool = Field(
+        default=True,
+        description="Answer 200 once the session is ready; false answers 202 at once.",
+    )
+    credentials: Credentials | None = Field(
+        default=None,
+        description="Environment variables for the workload (NAME: value). Never stored, "
+        "logged or shown.",
+    )
+
+
+class TunnelOut(BaseModel):
+    """The session's local endpoint and where it relays to."""
+
+    host: str
+    port: int
+    target_host: str
+    target_port: int
+
+
+class SessionOut(BaseModel):
+    """A session as ``Session.to_dict`` renders it."""
+
+    session_id: str = Field(description="`{user}-{template}-{8 hex}`, a DNS-1123 label.")
+    user: str
+    template: str
+    state: SessionState
+    phase: str = Field(description="What a starting session is doing now, for people.")
+    created_at: float
+    last_used_at: float
+    ready_at: float | None
+    age_s: float
+    idle_s: float
+    use_count: int
+    tunnel: TunnelOut | None
+    runtime_ref: str | None = Field(description="The pid (local) or Deployment name.")
+    runtime: str | None
+    last_error: str | None
+    cleanup: str | None = Field(description="After termination: how its cleanup ended.")
+
+
+class AcquireOut(SessionOut):
+    """``POST /sessions``: the session plus whether it was newly started."""
+
+    is_new_session: bool
+    took_ms: float
+
+
+class HealthOut(BaseModel):
+    """``GET /health``; see ``backend.health.HealthSnapshot`` for each field's meaning."""
+
+    status: Literal["healthy", "degraded"]
+    active_sessions: int
+    max_sessions: int
+    session_capacity: str = Field(examples=["2/10"])
+    persistent_sessions: int
+    starting_sessions: int
+    failed_sessions: int
+    queued_acquires: int
+    users: int
+    max_sessions_per_user: int
+    runtime: str
+    runtime_ok: bool
+    runtime_workloads: int | None
+    orphans: list[str]
+    ghosts: list[str]
+    store_ok: bool
+    degraded_reasons: list[str]
+    uptime_s: float
+    refresh_interval_s: float
+    last_refresh_at: float | None
+
+
+class TemplateOut(BaseModel):
+    """A configured template (never its command line or env: they may hold secrets)."""
+
+    name: str
+    port: int
+    readiness: str
+    image: str | None
+    keepalive: bool
+    default: bool
+
+
+class LogsOut(BaseModel):
+    """A session's recent workload log lines, oldest first."""
+
+    session_id: str
+    lines: list[str]
+
+
+class EventOut(BaseModel):
+    """One event, as ``GET /events/recent`` lists it and ``GET /events`` streams it."""
+
+    seq: int
+    ts: float
+    kind: EventKind
+    session_id: str | None
+    user: str | None
+    message: str
+    data: dict[str, Any]
+
+
+class OrphanOut(BaseModel):
+    """``DELETE /orphans/{id}``: the removal has begun."""
+
+    session_id: str
+    status: Literal["removing"]
+
+
+class ErrorBody(BaseModel):
+    """What went wrong; ``field`` names the request field at fault, when there is one."""
+
+    code: str = Field(examples=["invalid_request"])
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error response: ``{"error": {"code", "message"(, "field")}}``."""
+
+    error: ErrorBody
