@@ -1,0 +1,129 @@
+"""``GET /events`` over a real connection, and ``GET /metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+
+from backend.api.server import ApiServer
+from backend.service import Backend
+from tests.backend.api.conftest import AUTH, eventually
+
+
+@contextlib.asynccontextmanager
+async def _lines(
+    client: httpx.AsyncClient, **params: str | list[str]
+) -> AsyncIterator[asyncio.Queue[str]]:
+    """The stream's lines, fed into a queue by a task (the test awaits what it needs)."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    async with client.stream("GET", "/events", params=params) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+
+        async def pump() -> None:
+            async for line in response.aiter_lines():
+                await queue.put(line)
+
+        task = asyncio.get_running_loop().create_task(pump())
+        try:
+            yield queue
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _next_data(queue: asyncio.Queue[str]) -> dict[str, object]:
+    while True:
+        line = await asyncio.wait_for(queue.get(), 5)
+        if line.startswith("data: "):
+            return json.loads(line[6:])
+
+
+async def test_events_stream_one_json_per_event(served: ApiServer, memory_backend: Backend) -> None:
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        async with _lines(client) as lines:
+            assert await asyncio.wait_for(lines.get(), 5) == ": podwarden event stream"
+            await client.post("/sessions", json={"user": "alice"})
+            kinds = []
+            while "ready" not in kinds:
+                event = await _next_data(lines)
+                assert set(event) == {"seq", "ts", "kind", "session_id", "user", "message", "data"}
+                kinds.append(event["kind"])
+            assert kinds[0] == "created"
+            # nothing happens: heartbeats keep the connection visibly alive
+            while await asyncio.wait_for(lines.get(), 5) != ": heartbeat":
+                pass
+
+
+async def test_events_filtered_by_kind(served: ApiServer) -> None:
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        async with _lines(client, kinds=["ready", "failed"]) as lines:
+            await client.post("/sessions", json={"user": "alice"})
+            event = await _next_data(lines)
+            assert event["kind"] == "ready"
+
+
+async def test_subscription_closes_when_the_client_goes(
+    served: ApiServer, memory_backend: Backend
+) -> None:
+    before = memory_backend.bus.subscriber_count
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        async with _lines(client) as lines:
+            await asyncio.wait_for(lines.get(), 5)
+            assert memory_backend.bus.subscriber_count == before + 1
+    await eventually(lambda: memory_backend.bus.subscriber_count == before)
+
+
+async def test_server_stop_ends_open_streams(memory_backend: Backend) -> None:
+    from backend.api.server import serve_api
+    from tests.backend.api.conftest import TOKEN
+
+    server = await serve_api(memory_backend, "127.0.0.1", 0, token=TOKEN, heartbeat=60)
+    before = memory_backend.bus.subscriber_count
+    async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as client:
+        async with _lines(client) as lines:
+            await asyncio.wait_for(lines.get(), 5)
+            await asyncio.wait_for(server.stop(), 3)
+    assert not server.running
+    assert memory_backend.bus.subscriber_count == before
+
+
+def _samples(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def test_metrics_prometheus_text(api: httpx.AsyncClient, memory_backend: Backend) -> None:
+    await api.post("/sessions", json={"user": "a"})
+    await api.post("/sessions", json={"user": "a"})
+    await api.post("/sessions", json={"user": "b"})
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        assert re.fullmatch(r"# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+0-9.eInf]+", line), line
+    samples = _samples(text)
+    assert samples['podwarden_sessions{state="ready"}'] == 2
+    assert samples["podwarden_active_sessions"] == 2
+    assert samples["podwarden_max_sessions"] == 10
+    assert samples['podwarden_acquires_total{outcome="new"}'] == 2
+    assert samples['podwarden_acquires_total{outcome="reused"}'] == 1
+    assert samples['podwarden_acquires_total{outcome="refused"}'] == 0
+    assert samples['podwarden_start_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["podwarden_start_seconds_count"] == 2
+    assert samples["podwarden_evictions_total"] == 0
+    assert 'podwarden_refreshes_total{outcome="ok"}' in samples
+    assert samples["podwarden_start_failures_total"] == 0
+    assert samples["podwarden_healthy"] == 1
+    assert "# TYPE podwarden_start_seconds histogram" in text
