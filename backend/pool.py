@@ -669,8 +669,16 @@ class SessionPool:
             user=session.user,
             template=template,
             workdir=Path(self.settings.state_dir) / "sessions" / session.session_id,
-            env=dict(self._credentials.get(session.session_id, {})),
+            env=self._credential_env(session.session_id),
         )
+
+    def _credential_env(self, session_id: str) -> dict[str, str]:
+        """The credentials as environment variables, plus ``PODWARDEN_CREDENTIALS`` naming
+        them (names only) so a workload knows which variables hold secrets."""
+        credentials = self._credentials.get(session_id)
+        if not credentials:
+            return {}
+        return {**credentials, "PODWARDEN_CREDENTIALS": ",".join(sorted(credentials))}
 
     async def _start_workload(self, session: Session, template: Template) -> None:
         """Start the workload, retrying with backoff; raise the last error when out of tries."""
@@ -976,7 +984,11 @@ class SessionPool:
 
     def _save(self, session: Session) -> None:
         if self.store is not None:
-            self.store.save(session, is_primary=session.session_id in self._is_primary)
+            self.store.save(
+                session,
+                is_primary=session.session_id in self._is_primary,
+                port=self._ports.get(session.session_id),
+            )
 
     # The recovery module restores sessions through these two.
 
@@ -986,9 +998,6 @@ class SessionPool:
         self._take_slot(session.user)
         key = (session.user, session.template)
         if primary and key not in self._primary:
-            self._primary[key] = session.session_id
-            self._is_primary.add(session.session_id)
-        elif key not in self._primary:
             self._primary[key] = session.session_id
             self._is_primary.add(session.session_id)
         self._ports[session.session_id] = self.ports.allocate(port)

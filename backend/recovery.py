@@ -49,20 +49,26 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         row = stored.get(w.session_id)
         return row.last_used_at if row else 0.0
 
+    keep: list[tuple[OwnedWorkload, StoredSession | None]] = []
+    users: dict[str, int] = {}
     for workload in sorted(owned, key=recency, reverse=True):
         row = stored.get(workload.session_id)
         why = _reason_to_stop(pool, workload, row, adopt_unknown)
-        if why is None and pool.active_count >= max_sessions:
+        if why is None and len(keep) >= max_sessions:
             why = "over capacity after restart (least recently used)"
-        if (
-            why is None
-            and pool.user_count(workload.user) >= pool.settings.pool.max_sessions_per_user
-        ):
+        if why is None and users.get(workload.user, 0) >= pool.settings.pool.max_sessions_per_user:
             why = "over the per-user limit after restart"
         if why is not None:
             await _stop(pool, workload, why)
             report.stopped.append(workload.session_id)
             continue
+        users[workload.user] = users.get(workload.user, 0) + 1
+        keep.append((workload, row))
+
+    # Sessions that remember a tunnel port claim it before any other takes a free one.
+    keep.sort(key=lambda pair: pair[1] is None or pair[1].tunnel_port is None)
+    adopted = []
+    for workload, row in keep:
         session = _session_from(workload, row)
         pool.adopt(
             session,
@@ -76,6 +82,8 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
             user=session.user,
         )
         report.adopted.append(session.session_id)
+        adopted.append(session)
+    for session in adopted:
         await pool.activate_adopted(session)
 
     for session_id, row in stored.items():

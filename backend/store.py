@@ -160,8 +160,11 @@ class Store:
             raise StoreError("the state store is not open")
         self._queue.put(op)
 
-    def save(self, session: Session, *, is_primary: bool = True) -> None:
-        """Queue an upsert of the session's current values (a snapshot, taken now)."""
+    def save(self, session: Session, *, is_primary: bool = True, port: int | None = None) -> None:
+        """Queue an upsert of the session's current values (a snapshot, taken now).
+
+        ``port`` is the tunnel port the session holds before its tunnel opens.
+        """
         tunnel = session.tunnel
         row = (
             session.session_id,
@@ -173,7 +176,7 @@ class Store:
             session.ready_at,
             session.use_count,
             tunnel.host if tunnel else None,
-            tunnel.port if tunnel else None,
+            tunnel.port if tunnel else port,
             json.dumps(session.handle.to_dict()) if session.handle else None,
             session.last_error,
             1 if is_primary else 0,
