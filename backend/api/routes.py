@@ -142,7 +142,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         response_model=SessionOut,
         tags=["sessions"],
         summary="One session",
-        responses=_errors(401, 404),
+        responses=_errors(401, 404, 422),
     )
     async def get_session(session_id: SessionId) -> Response:
         return _json(pool.get(session_id).to_dict())
@@ -153,7 +153,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         status_code=202,
         tags=["sessions"],
         summary="End a session",
-        responses=_errors(401, 404),
+        responses=_errors(401, 404, 422),
     )
     async def delete_session(session_id: SessionId) -> Response:
         """Starts ending the session and answers 202 at once (state ``terminating``). The
@@ -249,7 +249,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         status_code=202,
         tags=["sessions"],
         summary="Remove an orphaned workload",
-        responses=_errors(401, 404),
+        responses=_errors(401, 404, 422),
     )
     async def remove_orphan(session_id: SessionId) -> Response:
         """Stops a workload the runtime runs but the pool does not know (listed under
