@@ -133,14 +133,14 @@ class Handler(socketserver.StreamRequestHandler):
             self.respond(200, state.whoami(), path, method=method)
         elif path == "/":
             uptime = time.time() - state.started
-            body = (
+            page = (
                 "<!doctype html><title>podwarden demo</title>"
                 f"<h1>Hello, {_html(state.user)}</h1>"
                 f"<p>Session {_html(state.session_id)}, up {uptime:.1f}s, "
                 f"{state.keepalives} keepalives.</p>"
             )
             cookie = f"podwarden_demo={secrets.token_hex(8)}; Path=/; HttpOnly; SameSite=Lax"
-            self.respond(200, body, path, method=method, headers={"Set-Cookie": cookie})
+            self.respond(200, page, path, method=method, headers={"Set-Cookie": cookie})
         else:
             self.respond(404, {"error": f"no such path: {path}"}, path, method=method)
 
