@@ -7,8 +7,8 @@ How the pieces fit:
   the loop; it makes sure the namespace exists and starts five reflectors (list-then-watch
   caches) over everything labelled ``managed-by=podwarden``.
 - ``start`` creates the objects, at most ``max_concurrent_creates`` sessions at a time:
-  Secret (so the pod never starts without it), Deployment, then the Service and the
-  Secret's owner reference, which need the Deployment's uid. AlreadyExists adopts an
+  Secret (so the pod never starts without it), Deployment, then at once the Service and
+  the Secret's owner reference, which both need the Deployment's uid. AlreadyExists adopts an
   object that carries this session's labels. Two API calls per session, four with
   credentials.
 - ``wait_ready`` and ``stop`` read the reflectors' caches and sleep until a change of the
@@ -24,6 +24,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from backend.config import KubernetesSettings
@@ -329,16 +330,21 @@ class KubernetesRuntime:
         uid = str(_meta(deployment).get("uid") or "")
         if not uid:
             raise StartError(f"the API server returned Deployment {sid} without a uid")
+        # The Service and the Secret's owner reference both need the uid: send them at once.
+        created.append(SERVICES)
+        body = mf.service(sid, ns, spec.user, template, uid)
+        steps: list[Awaitable[Any]] = [self._create_or_adopt(client, SERVICES, body, sid)]
         if credentials:
             patch: dict[str, Any] = {
                 "metadata": {"ownerReferences": [mf.owner_reference(sid, uid)]}
             }
             if secret_adopted:  # a leftover of an earlier attempt: bring its data up to date
                 patch["stringData"] = dict(credentials)
-            await client.patch(SECRETS, ns, sid, patch)
-        body = mf.service(sid, ns, spec.user, template, uid)
-        await self._create_or_adopt(client, SERVICES, body, sid)
-        created.append(SERVICES)
+            steps.append(client.patch(SECRETS, ns, sid, patch))
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return uid
 
     async def _create_or_adopt(
@@ -377,6 +383,9 @@ class KubernetesRuntime:
     async def wait_ready(
         self, handle: WorkloadHandle, spec: WorkloadSpec, timeout: float, on_phase: PhaseCallback
     ) -> WorkloadHandle:
+        """Wait on the watch caches; ``runtime.kubernetes.ready_timeout`` is the floor of
+        ``timeout`` (image pulls are slow, and refusals fail fast without a timeout)."""
+        timeout = max(timeout, self.settings.ready_timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -518,7 +527,7 @@ class KubernetesRuntime:
             await client.request(
                 "GET",
                 proxy,
-                action=f"keepalive {name}{path}",
+                action=f"GET pod/{name}:{handle.port}{path} through the API server's pod proxy",
                 key="get pods/proxy",
                 retry=False,
                 decode=False,

@@ -75,12 +75,9 @@ async def test_start_creates_secret_deployment_and_owned_service(
     handle = await runtime.start(spec, phases.append)
 
     assert runtime.client.requests_sent() - before == 4
-    assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in kube.sent] == [
-        ("POST", "secrets"),
-        ("POST", "deployments"),
-        ("PATCH", SID),
-        ("POST", "services"),
-    ]
+    sent = [(m, p.rsplit("/", 1)[-1]) for m, p, _ in kube.sent]
+    assert sent[:2] == [("POST", "secrets"), ("POST", "deployments")]
+    assert sorted(sent[2:]) == [("PATCH", SID), ("POST", "services")]  # sent at once
     template = spec.template
     (secret,) = kube.bodies("POST", "secrets")
     assert strip_uid(secret) == mf.secret(SID, NAMESPACE, "Alice Smith", "browser", spec.env)
@@ -171,6 +168,7 @@ async def test_a_failed_start_removes_what_it_created(
     assert "no services" in info.value.message and not info.value.retryable
     deletes = [(p.rsplit("/", 2)[-2], body) for m, p, body in kube.sent if m == "DELETE"]
     assert deletes == [
+        ("services", {"apiVersion": "v1", "kind": "DeleteOptions"}),
         (
             "deployments",
             {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"},
@@ -298,13 +296,32 @@ async def test_a_crash_without_readable_logs_falls_back_to_events(
     assert line.startswith(f"[podwarden] the log of pod {name} cannot be read")
 
 
-async def test_wait_ready_times_out_with_what_it_saw(runtime: KubernetesRuntime) -> None:
+async def test_wait_ready_times_out_with_what_it_saw(
+    make_runtime: Callable[..., KubernetesRuntime],
+) -> None:
+    runtime = make_runtime(ready_timeout=0.0)  # the template's 0.2 s then counts
     spec = make_spec()
     handle = await runtime.start(spec, lambda _: None)
     with pytest.raises(StartError) as info:
         await runtime.wait_ready(handle, spec, 0.2, lambda _: None)
     assert "not ready after 0s: no pod of session" in info.value.message
     assert info.value.retryable
+
+
+async def test_keepalive_goes_through_the_pod_proxy(
+    kube: Emulator, runtime: KubernetesRuntime
+) -> None:
+    spec = make_spec(keepalive_path="/keepalive")
+    handle = await runtime.start(spec, lambda _: None)
+    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1", **READY))
+    handle = await runtime.wait_ready(handle, spec, 5, lambda _: None)
+    proxy = f"{PODS_PATH}/{SID}-x1:3000/proxy/keepalive"
+    kube[f"get {proxy}"][:1] << b"still logged in"
+    await runtime.keepalive(handle, spec.template)
+    kube[f"get {proxy}"] << 503 << status(503, "ServiceUnavailable", "no endpoints")
+    with pytest.raises(StartError, match="keepalive /keepalive failed: GET pod/.*no endpoints"):
+        await runtime.keepalive(handle, spec.template)
+    await runtime.keepalive(handle, make_spec().template)  # no keepalive path: nothing to do
 
 
 # ---------------------------------------------------------------------------- stop
