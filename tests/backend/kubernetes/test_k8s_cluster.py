@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from k8s_helpers import cluster_kubeconfig, make_spec
 
 from backend.config import KubernetesSettings
@@ -31,6 +34,7 @@ from backend.runtime.kubernetes.kinds import (
     SECRETS,
     SERVICES,
     SESSION_KINDS,
+    Kind,
 )
 from backend.runtime.kubernetes.runtime import KubernetesRuntime
 
@@ -42,7 +46,8 @@ pytestmark = [
     ),
 ]
 
-Factory = Callable[[], KubernetesRuntime]
+Factory = Callable[..., KubernetesRuntime]
+RBAC = Path(__file__).resolve().parents[3] / "deploy" / "rbac.yaml"
 
 
 @pytest.fixture
@@ -52,9 +57,11 @@ async def cluster() -> AsyncIterator[Factory]:
     bus = EventBus()
     made: list[KubernetesRuntime] = []
 
-    def make() -> KubernetesRuntime:
+    def make(kubeconfig: str | None = None) -> KubernetesRuntime:
         settings = KubernetesSettings(
-            kubeconfig=str(cluster_kubeconfig()), namespace=namespace, delete_timeout=30
+            kubeconfig=kubeconfig or str(cluster_kubeconfig()),
+            namespace=namespace,
+            delete_timeout=30,
         )
         runtime = KubernetesRuntime(settings, SessionLogs(bus), bus)
         made.append(runtime)
@@ -282,3 +289,77 @@ def make_handle(runtime: KubernetesRuntime, session_id: str) -> Any:
     from backend.models import WorkloadHandle
 
     return WorkloadHandle("kubernetes", session_id, "", 3000, {"namespace": runtime.namespace})
+
+
+async def service_account_kubeconfig(client: KubeClient, path: Path) -> Path:
+    """Apply deploy/rbac.yaml in the client's namespace; a kubeconfig with its token."""
+    ns = client.namespace
+    kinds = {
+        "ServiceAccount": Kind("serviceaccount", "/api/v1", "serviceaccounts"),
+        "Role": Kind("role", "/apis/rbac.authorization.k8s.io/v1", "roles"),
+        "RoleBinding": Kind("rolebinding", "/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    }
+    text = RBAC.read_text(encoding="utf-8").replace("namespace: podwarden", f"namespace: {ns}")
+    for document in yaml.safe_load_all(text):
+        await client.create(kinds[document["kind"]], ns, document)
+
+    async def token_secret() -> str:
+        account = await client.get(kinds["ServiceAccount"], ns, "podwarden")
+        names = [ref["name"] for ref in account.get("secrets") or []]
+        return names[0] if names else ""
+
+    secret = await client.get(SECRETS, ns, await until(token_secret))
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    admin = yaml.safe_load(Path(str(cluster_kubeconfig())).read_text(encoding="utf-8"))
+    cluster_entry = admin["clusters"][0]
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": "podwarden", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "podwarden",
+                        "context": {
+                            "cluster": cluster_entry["name"],
+                            "user": "podwarden",
+                            "namespace": ns,
+                        },
+                    }
+                ],
+                "current-context": "podwarden",
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_the_rbac_manifest_grants_what_the_runtime_uses(
+    cluster: Factory, tmp_path: Path
+) -> None:
+    admin = cluster()
+    kubeconfig = await service_account_kubeconfig(await admin.connect(), tmp_path / "sa")
+    runtime = cluster(str(kubeconfig))
+    client = await runtime.connect()  # reading the namespace is forbidden: assumed to exist
+    assert client.connection.context == "podwarden"
+
+    session_id = sid()
+    spec = make_spec(session_id, env={"TOKEN": "s3cret"})
+    handle = await runtime.start(spec, lambda _: None)
+    ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
+    assert (await runtime.probe(ready, spec.template)).alive
+    assert [w.session_id for w in await runtime.list_owned()] == [session_id]
+    lines = await until(lambda: runtime.logs(session_id))
+    assert "forbidden" not in lines[0]  # refused by the missing kubelet, not by RBAC
+    assert (await runtime.stop(ready, 5)).verified
+
+    crash = make_spec(sid(), image="registry.example/crashloop:1")
+    handle = await runtime.start(crash, lambda _: None)
+    with pytest.raises(StartError) as info:
+        await runtime.wait_ready(handle, crash, 30, lambda _: None)
+    assert "events: " in info.value.message and "forbidden" not in info.value.message
+    assert (await runtime.stop(handle, 5)).verified
+    assert runtime.health().ok
