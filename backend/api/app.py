@@ -13,14 +13,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import Receive, Scope, Send
 
+from backend.api.fastpath import AcquireShortcut
 from backend.api.guard import DEFAULT_BODY_LIMIT, PUBLIC_PATHS, Guard
 from backend.api.handlers import install_handlers
 from backend.api.routes import add_routes
 from backend.api.sse import SseHub
 from backend.service import Backend
 
-__all__ = ["API_VERSION", "make_api"]
+__all__ = ["API_VERSION", "PodwardenApi", "make_api"]
 
 API_VERSION = "1.0.0"
 
@@ -34,6 +36,26 @@ Every route but `/health` needs `Authorization: Bearer <token>`; the token is
 """
 
 
+class PodwardenApi(FastAPI):
+    """FastAPI plus the warm-reuse shortcut in front of its middleware stack."""
+
+    shortcut: AcquireShortcut | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        shortcut = self.shortcut
+        if (
+            shortcut is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/sessions"
+        ):
+            fallback = await shortcut(scope, receive, send)
+            if fallback is None:
+                return
+            receive = fallback
+        await super().__call__(scope, receive, send)
+
+
 def make_api(
     backend: Backend,
     token: str,
@@ -44,7 +66,7 @@ def make_api(
     """The API app for ``backend``; requests need ``Bearer token``."""
     if not token:
         raise ValueError("an API token is required")
-    app = FastAPI(
+    app = PodwardenApi(
         title="podwarden",
         version=API_VERSION,
         description=_DESCRIPTION,
@@ -58,6 +80,7 @@ def make_api(
     add_routes(app, backend, hub)
     install_handlers(app)
     app.add_middleware(Guard, token=token, body_limit=body_limit)
+    app.shortcut = AcquireShortcut(backend.pool, token, body_limit)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -21,12 +21,20 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyTooLarge", "Guard", "error_bytes"]
+__all__ = [
+    "DEFAULT_BODY_LIMIT",
+    "INTERNAL_MESSAGE",
+    "BodyTooLarge",
+    "Guard",
+    "error_bytes",
+    "send_error",
+]
 
 log = logging.getLogger("podwarden.api")
 
 PUBLIC_PATHS = frozenset({"/health"})
 DEFAULT_BODY_LIMIT = 64 * 1024
+INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 
 class BodyTooLarge(Exception):
@@ -121,9 +129,7 @@ class Guard:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if started:
                 raise
-            await send_error(
-                send, 500, "internal", "internal error; the server log has the details"
-            )
+            await send_error(send, 500, "internal", INTERNAL_MESSAGE)
 
     def _counting(self, receive: Receive) -> Receive:
         seen = 0

@@ -21,7 +21,12 @@ from starlette.responses import Response
 from backend.api.guard import BodyTooLarge, error_bytes
 from backend.errors import CapacityError, PodwardenError
 
-__all__ = ["error_response", "install_handlers", "validation_message"]
+__all__ = [
+    "error_response",
+    "install_handlers",
+    "podwarden_error_response",
+    "validation_message",
+]
 
 log = logging.getLogger("podwarden.api")
 
@@ -86,14 +91,14 @@ def validation_message(error: dict[str, Any]) -> tuple[str, str]:
     return field, f"{field}: {error.get('msg', 'is invalid')}"
 
 
-async def _podwarden_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, PodwardenError)
+def podwarden_error_response(exc: PodwardenError, where: str) -> Response:
+    """The response for an error the backend raised on purpose (its status and code)."""
     headers = None
     if isinstance(exc, CapacityError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if exc.status >= 500 and exc.code == "internal":
         # A bug (e.g. InvalidTransition): the message is for the log, not the client.
-        log.error("internal error in %s %s: %s", request.method, request.url.path, exc)
+        log.error("internal error in %s: %s", where, exc)
         return error_response(500, "internal", "internal error; the server log has the details")
     body = exc.to_dict()
     field = body.get("field")
@@ -104,6 +109,11 @@ async def _podwarden_error(request: Request, exc: Exception) -> Response:
         str(field) if field is not None else None,
         headers,
     )
+
+
+async def _podwarden_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PodwardenError)
+    return podwarden_error_response(exc, f"{request.method} {request.url.path}")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

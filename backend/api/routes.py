@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from starlette.responses import Response
 
+from backend.api.fastpath import acquire_answer
 from backend.api.prometheus import CONTENT_TYPE, render_metrics
 from backend.api.schemas import (
     AcquireOut,
@@ -32,7 +33,6 @@ from backend.api.sse import SseHub
 from backend.client import templates_of
 from backend.errors import InvalidRequest, SessionNotFound
 from backend.events import EventKind
-from backend.models import SessionState
 from backend.service import Backend
 
 __all__ = ["add_routes"]
@@ -114,17 +114,10 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         """The user's ready session for the template: reused when there is one
         (``is_new_session`` false), else started. With ``wait`` (the default) this answers
         200 once the session is ready; with ``wait`` false it answers 202 at once (200 when
-        a ready session was reused)."""
-        if body.wait:
-            result = await pool.acquire(
-                body.user, body.template, reuse=body.reuse, credentials=body.credentials
-            )
-            return _json(result.to_dict())
-        result = pool.acquire_nowait(
-            body.user, body.template, reuse=body.reuse, credentials=body.credentials
-        )
-        ready = not result.is_new_session and result.session.state is SessionState.READY
-        return _json(result.to_dict(), 200 if ready else 202)
+        a ready session was reused). (Well-formed requests are answered by
+        ``fastpath.AcquireShortcut`` before routing; this handles the rest.)"""
+        status, document = await acquire_answer(pool, body)
+        return _json(document, status)
 
     @router.get(
         "/sessions",

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
+from backend.api import fastpath
+from backend.api import routes as routes_module
 from backend.config import Settings
 from backend.events import EventKind
 from backend.runtime.memory import MemoryRuntime
@@ -201,3 +206,49 @@ async def test_recent_events(api: httpx.AsyncClient) -> None:
     assert len(events) == 2
     assert events[-1]["kind"] == "ready"
     assert set(events[0]) == {"seq", "ts", "kind", "session_id", "user", "message", "data"}
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def test_shortcut_and_routed_acquire_answer_alike(
+    api: httpx.AsyncClient, memory_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a body without Content-Length is not taken by the shortcut: the FastAPI route answers
+    routed_calls = []
+    original = fastpath.acquire_answer
+
+    async def spy(pool: object, request: object) -> object:
+        routed_calls.append(request)
+        return await original(pool, request)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(routes_module, "acquire_answer", spy)
+    body = json.dumps({"user": "u"}).encode()
+    routed = await api.post(
+        "/sessions", content=_chunked(body), headers={"content-type": "application/json"}
+    )
+    assert len(routed_calls) == 1
+    fast = await api.post("/sessions", json={"user": "u"})
+    assert len(routed_calls) == 1  # the shortcut answered this one
+    assert routed.status_code == fast.status_code == 200
+    assert set(routed.json()) == set(fast.json())
+    assert routed.json()["session_id"] == fast.json()["session_id"]
+    assert fast.json()["is_new_session"] is False
+    charset = await api.post(
+        "/sessions", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert charset.status_code == 200 and len(routed_calls) == 1
+
+
+async def test_shortcut_turns_a_pool_crash_into_a_json_500(
+    api: httpx.AsyncClient, memory_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(memory_backend.pool, "acquire", broken)
+    response = await api.post("/sessions", json={"user": "u"})
+    assert response.status_code == 500
+    assert error_of(response)["code"] == "internal"
+    assert "secret" not in response.text
