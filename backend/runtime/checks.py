@@ -1,9 +1,10 @@
-"""Readiness, liveness and keepalive checks: a TCP connect or a tiny HTTP/1.0 GET.
+"""Readiness, liveness and keepalive checks: a TCP connect or a tiny HTTP GET.
 
 Written on raw non-blocking sockets and ``loop.sock_*`` rather than an HTTP client: a
 check runs every few tens of milliseconds while a workload starts, so it must cost
 microseconds, not an import of httpx and a connection pool. Every socket is closed on
-every path (the runtime's tests count file descriptors).
+every path (the runtime's tests count file descriptors). The GET says HTTP/1.1 with
+``Connection: close`` because some servers (Chromium's DevTools) refuse HTTP/1.0.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class CheckResult:
 
 
 async def http_get_status(host: str, port: int, path: str, timeout: float) -> int:
-    """GET ``path`` over HTTP/1.0 and return the status code.
+    """GET ``path`` and return the status code.
 
     Raises ``OSError`` (refused, reset), ``TimeoutError`` or ``ValueError`` (not HTTP).
-    The response is read to its end (``Content-Length`` or EOF) before the socket is
-    closed, so the server never sees a reset.
+    The response is read to its end (``Content-Length``, the last chunk, or EOF) before
+    the socket is closed, so the server never sees a reset.
     """
     result = await _run(host, port, path, timeout)
     assert result is not None
@@ -89,22 +90,25 @@ async def _exchange(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int, path: str
 ) -> int:
     request = (
-        f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "User-Agent: podwarden\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     await loop.sock_sendall(sock, request)
     data = b""
     body_end: int | None = None
+    chunked = False
     while True:
         chunk = await loop.sock_recv(sock, 65536)
         if not chunk:
             break
         data += chunk
-        if body_end is None:
+        if body_end is None and not chunked:
             head_end = data.find(b"\r\n\r\n")
             if head_end >= 0:
-                body_end = _body_end(data[:head_end], head_end + 4)
+                body_end, chunked = _body_end(data[:head_end], head_end + 4)
         if (body_end is not None and len(data) >= body_end) or len(data) > _MAX_RESPONSE:
+            break
+        if chunked and data.endswith(b"0\r\n\r\n"):
             break
     line = data.split(b"\r\n", 1)[0].split()
     if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
@@ -112,12 +116,16 @@ async def _exchange(
     return int(line[1])
 
 
-def _body_end(head: bytes, body_start: int) -> int | None:
+def _body_end(head: bytes, body_start: int) -> tuple[int | None, bool]:
+    """Where the body ends (from ``Content-Length``), and whether it is chunked."""
     for header in head.split(b"\r\n")[1:]:
         name, _, value = header.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             try:
-                return body_start + int(value.strip())
+                return body_start + int(value.strip()), False
             except ValueError:
-                return None
-    return None
+                return None, False
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            return None, True
+    return None, False

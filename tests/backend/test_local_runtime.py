@@ -22,7 +22,7 @@ from backend.events import EventBus, EventKind
 from backend.logs import SessionLogs
 from backend.models import WorkloadHandle
 from backend.runtime.base import Runtime, WorkloadSpec
-from backend.runtime.checks import http_get_status
+from backend.runtime.checks import check, http_get_status
 from backend.runtime.local import MARKER, LocalRuntime
 from backend.runtime.procs import find_marked, read_proc
 from backend.templates import Template, builtin_templates
@@ -485,3 +485,39 @@ async def test_demo_page_sets_a_session_cookie_and_unknown_paths_are_404(env: En
     assert (await get("/nope")).startswith(b"HTTP/1.1 404")
     assert (await get("/health")).startswith(b"HTTP/1.1 200")
     await env.runtime.stop(handle, 5)
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", (True, 204)),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", (True, 200)),
+        (b"HTTP/1.0 503 Busy\r\n\r\nlogging in", (False, 503)),
+        (b"SSH-2.0-OpenSSH\r\n", (False, None)),
+    ],
+)
+async def test_http_check_reads_whole_answers_and_keeps_the_connection_open_meanwhile(
+    response: bytes, expected: tuple[bool, int | None]
+) -> None:
+    """The server answers, then waits for the client to close (like a keep-alive server);
+    the check must return once the answer is complete, not at its timeout."""
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(response)
+        if response.startswith(b"HTTP/1.0") or not response.startswith(b"HTTP"):
+            writer.close()  # EOF ends these
+        await reader.read()
+        done.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await check("127.0.0.1", port, "http", "/health", timeout=5)
+        assert (result.ok, result.status) == expected
+        assert result.listening
+        await asyncio.wait_for(done.wait(), 2)  # we closed the connection ourselves
+    finally:
+        server.close()
