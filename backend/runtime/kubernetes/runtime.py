@@ -284,6 +284,8 @@ class KubernetesRuntime:
                 raise StartError(problem, retryable=False)
         try:
             client = await self._client()
+        except ConfigError as e:
+            raise StartError(e.message, retryable=False) from e
         except RuntimeUnavailable as e:
             raise StartError(e.message) from e
         assert self._create_slots is not None
@@ -390,6 +392,8 @@ class KubernetesRuntime:
         deadline = loop.time() + timeout
         try:
             client = await self._client()
+        except ConfigError as e:
+            raise StartError(e.message, retryable=False) from e
         except RuntimeUnavailable as e:
             raise StartError(e.message) from e
         sid = handle.ref
@@ -549,7 +553,7 @@ class KubernetesRuntime:
         try:
             client = await self._client()
             leftovers = await self._delete_and_verify(client, sid)
-        except RuntimeUnavailable as e:
+        except (ConfigError, RuntimeUnavailable) as e:
             leftovers = [f"unknown: {truncate(e.message, 200)}"]
         finally:
             self._stopping.discard(sid)
@@ -568,28 +572,33 @@ class KubernetesRuntime:
             client.delete(SECRETS, ns, sid),
             return_exceptions=True,
         )
+        errors: list[str] = []
         for failure in results:
             if not isinstance(failure, BaseException):
                 continue
             if not isinstance(failure, KubernetesError):
                 raise failure
             log.warning("%s: %s", sid, failure.message)
+            errors.append(f"error: {truncate(failure.message, 200)}")
+        if len(errors) == len(results):
+            # Not one delete went through: waiting would not change what is there.
+            leftovers = await self._leftovers_from_api(client, sid)
+            return leftovers + errors if leftovers else []
         while True:
-            if self._caches_current() and not self._cached_leftovers(sid):
+            current = self._caches_current()
+            pace: float | None = None
+            if not current or not self._cached_leftovers(sid):
                 leftovers = await self._leftovers_from_api(client, sid)
                 if not leftovers:
                     return []
+                # The API server holds what the caches do not show (yet), or the watches
+                # are down: ask it again shortly rather than wait for a watch event.
+                pace = 0.5 if current else 1.0
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return await self._leftovers_from_api(client, sid)
-            if not self._caches_current():
-                # The watches are down: ask the API server itself, at a gentle pace.
                 leftovers = await self._leftovers_from_api(client, sid)
-                if not leftovers:
-                    return []
-                await self._wait_change(sid, min(1.0, remaining))
-                continue
-            await self._wait_change(sid, remaining)
+                return leftovers + errors if leftovers else []
+            await self._wait_change(sid, remaining if pace is None else min(pace, remaining))
 
     async def _delete_workload(self, client: KubeClient, sid: str) -> None:
         """The Deployment in the foreground, then its ReplicaSets and Pods directly.

@@ -32,10 +32,17 @@ class Emulator(kmock.KubernetesEmulator):
     exactly as the client sent it (``sent``), for assertions on request shapes."""
 
     sent: list[tuple[str, str, Any]] = attrs.field(factory=list)
+    refuse_writes: str = ""
+    """When set, writes are answered 503 with this message and change nothing (kmock
+    itself applies a write before any injected reaction answers it)."""
 
     async def _handle(self, request: kmock.Request) -> Any:
         if request.method is not None and request.method.value != "GET":
             self.sent.append((request.method.value, request.url.path, copy.deepcopy(request.data)))
+        if self.refuse_writes and request.method is not None and request.method.value != "GET":
+            return await self._render_error(
+                kmock.KubernetesError(503, "ServiceUnavailable", self.refuse_writes)
+            )
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
         return await super()._handle(request)

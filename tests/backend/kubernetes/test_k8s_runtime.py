@@ -374,6 +374,17 @@ async def test_stop_removes_replicasets_and_pods_itself(
     assert list(pods.objects) == ["other-pod"]  # another session's pod is untouched
 
 
+async def test_stop_without_the_api_reports_at_once(
+    kube: Emulator, runtime: KubernetesRuntime
+) -> None:
+    handle = await runtime.start(make_spec(), lambda _: None)
+    kube.refuse_writes = "apiserver overloaded"
+    report = await runtime.stop(handle, 5)
+    assert f"deployment/{SID}" in report.leftovers
+    assert any("apiserver overloaded" in item for item in report.leftovers)
+    assert report.duration_s < 5  # not the 60 s delete_timeout
+
+
 async def test_stop_of_a_partial_session_and_of_nothing(runtime: KubernetesRuntime) -> None:
     handle = await runtime.start(make_spec(), lambda _: None)
     assert runtime.client is not None
@@ -392,7 +403,10 @@ async def test_what_does_not_go_away_is_reported_as_leftover(
     await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1"))
     await until(lambda: bool(runtime.reflectors["pod"].session_objects(SID)))
     report = await runtime.stop(handle, 5)
-    assert report.leftovers == (f"pod/{SID}-x1",)
+    assert report.leftovers == (
+        f"pod/{SID}-x1",
+        f"error: delete pods {mf.session_selector(SID)}: injected",
+    )
     assert not report.verified
 
 
