@@ -79,7 +79,7 @@ def load_connection(settings: KubernetesSettings) -> Connection:
             )
         except ConfigError:
             raise
-        except (ConfigException, OSError, ValueError, TypeError, KeyError) as e:
+        except Exception as e:  # unreadable, unparsable (YAML), incomplete: the file's fault
             raise ConfigError(
                 "runtime.kubernetes.kubeconfig", f"cannot use kubeconfig {source}: {e}"
             ) from e
