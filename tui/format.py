@@ -1,0 +1,139 @@
+"""How sessions, times and states are written on screen.
+
+Pure functions of the API's JSON shapes, so the table, the detail pane, the log panel and
+the benchmarks format the same way and tests can check them without a terminal. Every
+state is a symbol *and* a word: colour only adds to it (NO_COLOR, 16 colours, screen
+readers and colour-blind operators see the same information).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+
+__all__ = [
+    "LIVE_STATES",
+    "STATE_STYLE",
+    "STATE_SYMBOL",
+    "duration",
+    "clip",
+    "clock_time",
+    "gauge_bar",
+    "ref_text",
+    "state_text",
+    "tunnel_text",
+]
+
+STATE_SYMBOL: dict[str, str] = {
+    "starting": "◌",
+    "ready": "●",
+    "refreshing": "↻",
+    "terminating": "▽",
+    "terminated": "·",
+    "failed": "✗",
+}
+"""A symbol per session state, shown before its word."""
+
+STATE_STYLE: dict[str, str] = {
+    "starting": "yellow",
+    "ready": "green",
+    "refreshing": "cyan",
+    "terminating": "magenta",
+    "terminated": "dim",
+    "failed": "bold red",
+}
+"""Colour per state (ANSI names, so 16-colour terminals show them as intended)."""
+
+LIVE_STATES = frozenset({"starting", "ready", "refreshing"})
+"""States that hold a capacity slot."""
+
+_WORD = {"terminated": "ended", "terminating": "stopping"}
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: one or two units, at most 6 characters."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        m, rest = divmod(s, 60)
+        return f"{m}m{rest:02d}s" if m < 10 else f"{m}m"
+    if s < 86400:
+        h, rest = divmod(s, 3600)
+        return f"{h}h{rest // 60:02d}m" if h < 10 else f"{h}h"
+    return f"{s // 86400}d"
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with an ellipsis where it was cut."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def clock_time(ts: float | None, localtime: Callable[[float], time.struct_time]) -> str:
+    """``HH:MM:SS`` of a Unix time, or ``-``."""
+    if ts is None:
+        return "-"
+    return time.strftime("%H:%M:%S", localtime(ts))
+
+
+def state_text(session: dict[str, Any], now: float, width: int = 14) -> Text:
+    """The state cell: ``● ready``; a starting session shows its phase and elapsed time."""
+    state = str(session.get("state", "?"))
+    symbol = STATE_SYMBOL.get(state, "?")
+    word = _WORD.get(state, state)
+    if state == "starting":
+        elapsed = duration(now - float(session.get("created_at") or now))
+        phase = str(session.get("phase") or "starting")
+        if phase == "recycling" or phase.startswith("waiting"):
+            phase = "recycle" if phase == "recycling" else "wait"
+        word = f"{clip(phase, max(3, width - len(elapsed) - 3))} {elapsed}"
+    return Text(clip(f"{symbol} {word}", width), style=STATE_STYLE.get(state, ""))
+
+
+def tunnel_text(session: dict[str, Any], width: int = 26) -> Text:
+    """``127.0.0.1:43981 -> :3000 ✓`` in 26 cells, ``:43981 -> :3000 ✓`` in 17, else
+    ``:43981 ✓``; ✗ when the tunnel is not listening.
+
+    Only live sessions have a tunnel; ``listening`` is trusted when the backend reports
+    it, else a ready session's tunnel counts as open.
+    """
+    tunnel = session.get("tunnel")
+    state = session.get("state")
+    if not tunnel or state not in LIVE_STATES:
+        return Text("-", style="dim")
+    listening = tunnel.get("listening")
+    if listening is None:
+        listening = state in ("ready", "refreshing")
+    mark, style = ("✓", "") if listening else ("✗", "red")
+    port, target = f":{tunnel['port']}", f" -> :{tunnel['target_port']}"
+    for text in (f"{tunnel['host']}{port}{target} {mark}", f"{port}{target} {mark}"):
+        if len(text) <= width:
+            return Text(text, style=style)
+    return Text(clip(f"{port} {mark}", width), style=style)
+
+
+def ref_text(session: dict[str, Any]) -> str:
+    """The workload's handle: ``pid 1234``, the pod/deployment name, or ``-``."""
+    ref = session.get("runtime_ref")
+    if not ref:
+        return "-"
+    if session.get("runtime") == "local" and str(ref).isdigit():
+        return f"pid {ref}"
+    return str(ref)
+
+
+def gauge_bar(used: int, total: int, width: int) -> str:
+    """A bar of ``width`` cells: ``█`` used, ``░`` free (readable without colour)."""
+    if total <= 0 or width <= 0:
+        return ""
+    filled = min(width, round(width * used / total))
+    if used and not filled:
+        filled = 1
+    return "█" * filled + "░" * (width - filled)

@@ -1,0 +1,79 @@
+"""The key map: one table that the bindings, the footer, the help screen, the command
+palette and the README all come from, so they can never disagree.
+
+Mutating keys (new, reuse, evict) are marked; ``--read-only`` leaves exactly those
+unbound and out of the palette.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+__all__ = ["KEYS", "Key", "bindings", "markdown_table"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the main screen."""
+
+    keys: str
+    """Textual key names, comma-separated (``question_mark,f1``)."""
+    action: str
+    """The main screen's action it runs."""
+    label: str
+    """Short label for the footer and the palette."""
+    help: str
+    """One line for the help screen and the palette."""
+    shown: str
+    """How people write the key (``?`` / ``F1``)."""
+    mutating: bool = False
+    """Changes the pool: unbound in read-only mode."""
+    footer: bool = False
+    """Shown in the footer (the few that matter most)."""
+
+
+KEYS: tuple[Key, ...] = (
+    Key("n", "new_session", "New", "New session: user, template, reuse", "n", True, True),
+    Key("r", "reuse", "Reuse", "Reuse the selected row's user session", "r", True, True),
+    Key("e", "evict", "Evict", "Evict the selected session (asks first)", "e", True, True),
+    Key("l", "toggle_logs", "Logs", "Maximize or restore the log panel", "l", footer=True),
+    Key("o", "log_source", "Log source", "Log panel: backend events / session log", "o"),
+    Key("slash", "filter", "Filter", "Filter by user, state or template", "/", footer=True),
+    Key("escape", "clear", "Clear", "Clear the filter; restore the log panel", "esc"),
+    Key("s", "sort", "Sort", "Sort by the next column", "s"),
+    Key("S", "sort_reverse", "Reverse", "Reverse the sort order", "S"),
+    Key("c", "copy_tunnel", "Copy addr", "Copy the tunnel address (OSC 52)", "c"),
+    Key("y", "copy_id", "Copy id", "Copy the session id (OSC 52)", "y"),
+    Key("p", "pause", "Pause", "Pause or resume live updates", "p"),
+    Key("question_mark,f1", "help", "Help", "Show every key", "? F1", footer=True),
+    Key("colon", "app.command_palette", "Palette", "Command palette (also ctrl+p)", ": ^p"),
+    Key("q", "app.quit", "Quit", "Quit (sessions keep running)", "q", footer=True),
+)
+"""Every key of the main screen, in the order the help screen lists them."""
+
+TABLE_KEYS: tuple[tuple[str, str], ...] = (
+    ("↑ ↓ j k", "Move the selection"),
+    ("PgUp PgDn", "Page through the sessions"),
+    ("g G", "First / last session"),
+    ("tab", "Move focus (table, detail, log)"),
+)
+"""Navigation keys of the sessions table, listed on the help screen."""
+
+
+def bindings(read_only: bool) -> list[Binding]:
+    """Bindings for the main screen; without the mutating ones when ``read_only``."""
+    return [
+        Binding(k.keys, k.action, k.label, show=k.footer, key_display=k.shown.split()[0])
+        for k in KEYS
+        if not (read_only and k.mutating)
+    ]
+
+
+def markdown_table() -> str:
+    """The key map as a Markdown table (for the README)."""
+    rows = ["| Key | Action |", "| --- | --- |"]
+    rows += [f"| `{' / '.join(k.shown.split())}` | {k.help} |" for k in KEYS]
+    rows += [f"| `{keys}` | {text} |" for keys, text in TABLE_KEYS]
+    return "\n".join(rows)
