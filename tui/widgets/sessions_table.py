@@ -1,0 +1,255 @@
+"""The sessions table: one row per session, keyed by session id and updated in place.
+
+Why a DataTable used this way: rows are added once and then changed cell by cell, only
+where the text differs, so the cursor and the scroll position survive every update and
+a refresh of a thousand rows costs a thousand dictionary compares, not a rebuild.
+Columns have fixed widths (no per-update measuring, which is O(rows) per cell in
+Textual) and are declared before any row. As the terminal narrows columns give way
+(``LAYOUTS``): below 120 the tunnel drops its host, below 100 template, pid/pod and the
+tunnel's target go, then idle, uses and age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.reactive import reactive
+from textual.widgets import DataTable
+
+from tui.format import clip, duration, ref_text, state_text, tunnel_text
+from tui.model import Filter, PoolView, sort_key
+
+__all__ = ["SessionsTable"]
+
+Cell = Text
+Render = Callable[[dict[str, Any], float, int], Cell]
+
+
+class IdCell(Text):
+    """The id cell: clipped text that still knows the full session id (for sorting)."""
+
+    def __init__(self, session_id: str, width: int) -> None:
+        super().__init__(clip(session_id, width), no_wrap=True)
+        self.session_id = session_id
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    width: int
+    render: Render
+    ticking: bool = False
+    """Depends on the clock (redrawn by ``tick``)."""
+
+
+def _plain(text: str, style: str = "") -> Text:
+    return Text(text, style=style, no_wrap=True)
+
+
+def _ago(field: str) -> Render:
+    return lambda s, now, w: _plain(duration(now - (s.get(field) or now)))
+
+
+COLUMNS: dict[str, Column] = {
+    c.key: c
+    for c in (
+        Column("state", "STATE", 12, lambda s, now, w: state_text(s, now, w), True),
+        Column("id", "SESSION", 0, lambda s, now, w: IdCell(s["session_id"], w)),
+        Column("user", "USER", 9, lambda s, now, w: _plain(clip(s["user"], w))),
+        Column("template", "TEMPLATE", 9, lambda s, now, w: _plain(clip(s["template"], w))),
+        Column("age", "AGE", 5, _ago("created_at"), True),
+        Column("idle", "IDLE", 5, _ago("last_used_at"), True),
+        Column("uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0)))),
+        Column("tunnel", "TUNNEL", 8, lambda s, now, w: tunnel_text(s, w)),
+        Column("ref", "PID/POD", 10, lambda s, now, w: _plain(clip(ref_text(s), w))),
+    )
+}
+
+LAYOUTS: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 26),
+    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 17),
+    (("state", "id", "user", "age", "idle", "uses", "tunnel", "ref"), 17),
+    (("state", "id", "user", "age", "idle", "uses", "tunnel"), 8),
+    (("state", "id", "user", "age", "uses", "tunnel"), 8),
+    (("state", "id", "user", "age", "tunnel"), 8),
+    (("state", "id", "user", "tunnel"), 8),
+)
+"""Column sets from the richest down, each with its tunnel width; the first whose
+session id column still gets ``_ID_FIT`` cells wins, so columns give way as it narrows."""
+_ID_FIT, _ID_MIN, _ID_MAX = 19, 12, 40
+_CHROME = 3
+"""Cells the table's border and scrollbar take."""
+
+
+class SessionsTable(DataTable[Text]):
+    """Sessions, one row each; filter, sort and column fit are the app's to set."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "First", show=False),
+        Binding("G", "scroll_bottom", "Last", show=False),
+    ]
+    DEFAULT_CSS = """
+    SessionsTable {
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    wide: reactive[bool] = reactive(False)
+    """Showing the columns that give way first (template and more)."""
+    sort_by: reactive[str] = reactive("created")
+    """The sort order (see ``tui.model.SORTS``)."""
+    sort_reverse: reactive[bool] = reactive(False)
+    """Sort descending."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=1, **kwargs)
+        self._columns: tuple[Column, ...] = ()
+        self._widths: dict[str, int] = {}
+        self._cells: dict[str, dict[str, Text]] = {}
+        self._fitted_for = -1
+        self.filter = Filter()
+
+    # ---------------------------------------------------------------- layout
+
+    def fit(self, width: int) -> bool:
+        """Choose columns for a table ``width`` cells wide; True when they changed."""
+        if width == self._fitted_for:
+            return False
+        self._fitted_for = width
+        for keys, tunnel in LAYOUTS:
+            widths = {k: (tunnel if k == "tunnel" else COLUMNS[k].width) for k in keys}
+            widths["id"] = width - _CHROME - sum(widths.values()) - 2 * len(keys)
+            if widths["id"] >= _ID_FIT:
+                break
+        widths["id"] = max(_ID_MIN, min(_ID_MAX, widths["id"]))
+        cols = tuple(COLUMNS[k] for k in keys)
+        if cols == self._columns and widths == self._widths:
+            return False
+        self._columns, self._widths = cols, widths
+        self.wide = "template" in widths
+        return True
+
+    def rebuild(self, view: PoolView, now: float) -> None:
+        """Declare the columns, then add every matching row (after fit, filter or sort)."""
+        keep = self.selected_id
+        self.clear(columns=True)
+        self._cells.clear()
+        for col in self._columns:
+            self.add_column(self._label(col), width=self._widths[col.key], key=col.key)
+        for sid in view.ordered(self.sort_by, self.sort_reverse, self.filter):
+            self._add(sid, view.sessions[sid], now)
+        self._select(keep)
+
+    def _label(self, col: Column) -> Text:
+        marked = {"created": "age", "idle": "idle"}.get(self.sort_by, self.sort_by)
+        if col.key == marked:
+            return Text(f"{col.label}{'▼' if self.sort_reverse else '▲'}", style="bold")
+        return Text(col.label)
+
+    # ---------------------------------------------------------------- rows
+
+    def _render(self, session: dict[str, Any], now: float, only_ticking: bool) -> dict[str, Text]:
+        return {
+            c.key: c.render(session, now, self._widths[c.key])
+            for c in self._columns
+            if c.ticking or not only_ticking
+        }
+
+    def _add(self, sid: str, session: dict[str, Any], now: float) -> None:
+        cells = self._render(session, now, False)
+        self._cells[sid] = cells
+        self.add_row(*(cells[c.key] for c in self._columns), key=sid)
+
+    def _set(self, sid: str, cells: dict[str, Text]) -> None:
+        old = self._cells[sid]
+        for key, cell in cells.items():
+            previous = old[key]
+            if previous.plain != cell.plain or previous.style != cell.style:
+                old[key] = cell
+                self.update_cell(sid, key, cell)
+
+    def apply(self, view: PoolView, changed: set[str], removed: set[str], now: float) -> None:
+        """Show what changed: update rows in place, add new ones, drop gone ones."""
+        keep = self.selected_id
+        gone = [sid for sid in removed if sid in self._cells]
+        leaving = [
+            sid
+            for sid in changed
+            if sid in self._cells and not self.filter.matches(view.sessions[sid])
+        ]
+        if len(gone) + len(leaving) > 50:
+            self.rebuild(view, now)
+            return
+        for sid in gone + leaving:
+            self.remove_row(sid)
+            del self._cells[sid]
+        new: list[str] = []
+        for sid in changed:
+            session = view.sessions[sid]
+            if sid in self._cells:
+                self._set(sid, self._render(session, now, False))
+            elif self.filter.matches(session):
+                new.append(sid)
+        new.sort(key=lambda sid: sort_key(self.sort_by, view.sessions[sid]))
+        last = self._last_key(view)
+        for sid in new:
+            self._add(sid, view.sessions[sid], now)
+        added = bool(new)
+        first = sort_key(self.sort_by, view.sessions[new[0]]) if new else None
+        if new and (self.sort_reverse or (last is not None and last > first)):
+            self._sort(view)
+        if gone or leaving or added:
+            self._select(keep)
+
+    def _last_key(self, view: PoolView) -> Any:
+        """The sort key of the last row (None when empty): new rows after it need no sort."""
+        if not self.row_count:
+            return None
+        row_key = self.coordinate_to_cell_key(Coordinate(self.row_count - 1, 0)).row_key
+        session = view.sessions.get(str(row_key.value))
+        return sort_key(self.sort_by, session) if session is not None else None
+
+    def tick(self, view: PoolView, now: float) -> None:
+        """Redraw the clock-driven cells (ages, elapsed starts) whose text changed."""
+        for sid in self._cells:
+            self._set(sid, self._render(view.sessions[sid], now, True))
+
+    def _sort(self, view: PoolView) -> None:
+        def by(cell: IdCell) -> Any:
+            return sort_key(self.sort_by, view.sessions[cell.session_id])
+
+        self.sort("id", key=by, reverse=self.sort_reverse)
+
+    # ---------------------------------------------------------------- selection
+
+    @property
+    def selected_id(self) -> str | None:
+        """The session id of the row under the cursor."""
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def _select(self, session_id: str | None) -> None:
+        if session_id is None or session_id not in self._cells:
+            return
+        index = self.get_row_index(session_id)
+        if index != self.cursor_row:
+            self.move_cursor(row=index, animate=False)
+
+    def action_scroll_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_scroll_bottom(self) -> None:
+        self.move_cursor(row=max(0, self.row_count - 1))
