@@ -1,0 +1,253 @@
+"""The main screen: header, gauges, the sessions table, the detail pane and the log.
+
+It holds the key bindings (so modals on top do not inherit them) and turns keys into
+app commands; it owns no backend data. ``show`` and ``tick`` are the only ways new
+data reaches its widgets, and both are driven by the app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+
+from tui.keys import KEYS, bindings
+from tui.model import SORTS, Filter
+from tui.screens.filter import FilterScreen
+from tui.screens.help import HelpScreen
+from tui.screens.new_session import NewSessionScreen
+from tui.settings import TuiSettings
+from tui.widgets.capacity import CapacityGauges
+from tui.widgets.detail import DetailPane
+from tui.widgets.log_panel import LogPanel
+from tui.widgets.sessions_table import SessionsTable
+from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from tui.app import PodwardenApp
+
+__all__ = ["MainScreen"]
+
+
+class MainScreen(Screen[None]):
+    """The console's one working screen."""
+
+    BINDINGS = bindings(read_only=False)
+
+    def __init__(self, settings: TuiSettings) -> None:
+        super().__init__(name="main")
+        self.settings = settings
+        if settings.read_only:
+            for key in KEYS:
+                if key.mutating:
+                    for name in key.keys.split(","):
+                        self._bindings.key_to_bindings.pop(name, None)
+        self.status = StatusBar(settings.localtime, id="status")
+        self.status.app_title = settings.title
+        self.status.read_only = settings.read_only
+        self.gauges = CapacityGauges(id="gauges")
+        self.table = SessionsTable(id="sessions")
+        self.detail = DetailPane(settings.localtime, id="detail")
+        self.log_panel = LogPanel(settings.log_lines, settings.localtime, id="log")
+        self._ticked_at = 0.0
+
+    @property
+    def papp(self) -> PodwardenApp:
+        return cast("PodwardenApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield self.status
+        yield self.gauges
+        yield self.table
+        with Horizontal(id="bottom"):
+            yield self.detail
+            yield self.log_panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.border_title = "Sessions"
+        self.detail.border_title = "Session"
+        self.log_panel.border_title = "Events"
+        self.status.runtime = "starting backend…"
+        self._fit(self.app.size.width)
+        self.table.focus()
+
+    def on_resize(self, event: Resize) -> None:
+        self._fit(event.size.width)
+
+    def _fit(self, width: int) -> None:
+        if self.table.fit(width):
+            self.table.rebuild(self.papp.view, self.papp.clock())
+            self._titles()
+
+    # ---------------------------------------------------------------- data in
+
+    def show(self, changed: set[str], removed: set[str], now: float) -> None:
+        """Apply what changed in the app's view to the widgets."""
+        view = self.papp.view
+        self.table.apply(view, changed, removed, now)
+        if now - self._ticked_at >= 1.0:
+            self.tick(now)
+        health = view.health
+        if health:
+            self.status.runtime = str(health.get("runtime") or "?")
+            self.status.status = str(health.get("status") or "")
+            g = self.gauges
+            g.active = int(health.get("active_sessions") or 0)
+            g.max_sessions = int(health.get("max_sessions") or 0)
+            g.starting = int(health.get("starting_sessions") or 0)
+            g.failed = int(health.get("failed_sessions") or 0)
+            g.queued = int(health.get("queued_acquires") or 0)
+            g.per_user_max = int(health.get("max_sessions_per_user") or 0)
+        counts = view.user_counts()
+        self.gauges.users = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        selected = self.table.selected_id
+        if selected is None or selected in changed or selected in removed:
+            self._show_detail(now)
+        self._titles()
+
+    def tick(self, now: float) -> None:
+        """Redraw what depends on the clock only."""
+        self._ticked_at = now
+        self.status.now = now
+        self.table.tick(self.papp.view, now)
+        self._show_detail(now)
+
+    def _show_detail(self, now: float) -> None:
+        view = self.papp.view
+        sid = self.table.selected_id
+        session = view.sessions.get(sid) if sid else None
+        events = view.session_events.get(sid, ()) if sid else ()
+        self.detail.show(session, events, now)
+
+    def _titles(self) -> None:
+        total = len(self.papp.view.sessions)
+        shown = self.table.row_count
+        title = f"Sessions {shown}" if shown == total else f"Sessions {shown} of {total}"
+        if self.table.filter.active:
+            title += f" · filter: {self.table.filter.text}"
+        sort = self.table.sort_by
+        title += f" · sort: {sort}{' ▼' if self.table.sort_reverse else ''}"
+        self.table.border_title = title
+
+    def select(self, session_id: str) -> None:
+        """Move the cursor to ``session_id`` if it is shown."""
+        self.table._select(session_id)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail(self.papp.clock())
+        if self.log_panel.source == "session":
+            self._follow_selected()
+
+    def _follow_selected(self) -> None:
+        sid = self.table.selected_id
+        if sid is None:
+            self.log_panel.show_session(None, [])
+        elif sid != self.log_panel.followed:
+            self.log_panel.followed = sid
+            self.papp.load_log(sid)
+
+    # ---------------------------------------------------------------- actions
+
+    def _selected(self) -> dict[str, Any] | None:
+        sid = self.table.selected_id
+        session = self.papp.view.sessions.get(sid) if sid else None
+        if session is None:
+            self.notify("Select a session first (↑/↓).", title="No session", severity="warning")
+        return session
+
+    def action_new_session(self) -> None:
+        app = self.papp
+        selected = self.table.selected_id
+        user = app.view.sessions[selected]["user"] if selected in app.view.sessions else ""
+        modal = NewSessionScreen(app.templates, user=user, cursor_blink=self.settings.cursor_blink)
+        self.app.push_screen(modal)
+
+    def action_reuse(self) -> None:
+        session = self._selected()
+        if session is not None:
+            self.papp.acquire(session["user"], session["template"], True, wait=True)
+
+    def action_evict(self) -> None:
+        session = self._selected()
+        if session is None:
+            return
+        if session["state"] in ("terminating", "terminated"):
+            self.notify(f"{session['session_id']} is already {session['state']}.", title="Evict")
+            return
+        self.papp.confirm_evict(session)
+
+    def action_toggle_logs(self) -> None:
+        if self.maximized is self.log_panel:
+            self.minimize()
+        else:
+            self.maximize(self.log_panel, container=False)
+
+    def action_log_source(self) -> None:
+        if self.log_panel.source == "events":
+            self.log_panel.followed = None
+            self.log_panel.source = "session"
+            self._follow_selected()
+        else:
+            self.log_panel.show_events()
+
+    def action_filter(self) -> None:
+        self.app.push_screen(FilterScreen(self.table.filter.text, self.settings.cursor_blink))
+
+    def set_filter(self, text: str) -> None:
+        """Show only the sessions matching ``text`` (see ``tui.model.Filter``)."""
+        self.table.filter = Filter(text)
+        self.table.rebuild(self.papp.view, self.papp.clock())
+        self._titles()
+        self._show_detail(self.papp.clock())
+
+    def action_clear(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif self.table.filter.active:
+            self.set_filter("")
+
+    def action_sort(self) -> None:
+        names = [name for name, _ in SORTS]
+        self.table.sort_by = names[(names.index(self.table.sort_by) + 1) % len(names)]
+        self.table.rebuild(self.papp.view, self.papp.clock())
+        self._titles()
+
+    def action_sort_reverse(self) -> None:
+        self.table.sort_reverse = not self.table.sort_reverse
+        self.table.rebuild(self.papp.view, self.papp.clock())
+        self._titles()
+
+    def _copy(self, text: str, what: str) -> None:
+        self.app.copy_to_clipboard(text)
+        self.notify(text, title=f"Copied {what}", markup=False)
+
+    def action_copy_tunnel(self) -> None:
+        session = self._selected()
+        if session is None:
+            return
+        tunnel = session.get("tunnel")
+        if not tunnel or session["state"] not in ("starting", "ready", "refreshing"):
+            self.notify(
+                f"{session['session_id']} has no open tunnel.", title="Copy", severity="warning"
+            )
+            return
+        self._copy(f"{tunnel['host']}:{tunnel['port']}", "tunnel address")
+
+    def action_copy_id(self) -> None:
+        session = self._selected()
+        if session is not None:
+            self._copy(session["session_id"], "session id")
+
+    def action_pause(self) -> None:
+        self.papp.set_paused(not self.papp.paused)
+        self.notify("Live updates paused (p resumes)." if self.papp.paused else "Live updates on.")
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.settings.read_only))
