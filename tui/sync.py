@@ -1,0 +1,222 @@
+"""Backend to UI: the one event worker, the sync workers, and how their news is applied.
+
+Why it is built this way:
+
+- One worker turns ``client.events()`` into messages. It does no UI work: it queues each
+  event and posts ``EventsArrived`` only when the queue was empty, so 50 or 5,000 events
+  a second cost one handler call per frame, never one per event.
+- Events say *that* a session changed; the table is redrawn from session documents read
+  in a sync worker at most every ``flush_interval``: the few changed ids one by one, or
+  the whole pool when many changed. Every ``resync_interval`` the whole pool is re-read
+  anyway, which catches what no event reports (a starting session's phase, refreshing).
+- A lost link (remote) marks the data STALE and the worker reconnects over a backoff
+  tuple; on reconnect everything is re-read.
+- Pausing holds events and documents back from the widgets and resyncs on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+
+from backend.errors import SessionNotFound
+from tui.messages import EventsArrived, LinkChanged, PoolSynced
+
+if TYPE_CHECKING:
+    from tui.app import PodwardenApp
+
+__all__ = ["SyncMixin"]
+
+_FETCH_ONE_BY_ONE = 20
+"""Above this many changed sessions one ``list_sessions`` beats many ``get_session``."""
+_INBOX = 5000
+
+
+class SyncMixin:
+    """The app's half that keeps ``self.view`` in step with the backend."""
+
+    def _init_sync(self: PodwardenApp) -> None:
+        self._inbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
+        self._held: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
+        self._dirty: set[str] = set()
+        self._full_pending = False
+        self._sync_running = False
+        self._flush_scheduled = False
+        self._lost_events = 0
+
+    # ---------------------------------------------------------------- the event worker
+
+    @work(group="events", exclusive=True, exit_on_error=False, name="event stream")
+    async def pump_events(self: PodwardenApp) -> None:
+        """Forever: follow the backend's events; on a lost link, reconnect with backoff."""
+        backoff = self.settings.reconnect_backoff
+        attempt = 0
+        while True:
+            try:
+                if self.remote:
+                    await self.client.health()
+                self.post_message(LinkChanged("live" if self.remote else "embedded"))
+                self.request_sync(full=True)
+                async for event in self.client.events():
+                    attempt = 0
+                    if len(self._inbox) == self._inbox.maxlen:
+                        self._lost_events += 1
+                    self._inbox.append(event)
+                    if len(self._inbox) == 1:
+                        self.post_message(EventsArrived())
+                if not self.remote:
+                    return
+                raise ConnectionError("the event stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a lost link, whatever the transport says
+                self.post_message(LinkChanged("stale", _reason(e)))
+            await asyncio.sleep(backoff[min(attempt, len(backoff) - 1)])
+            attempt += 1
+            self.post_message(LinkChanged("connecting"))
+
+    def on_events_arrived(self: PodwardenApp, message: EventsArrived) -> None:
+        events = list(self._inbox)
+        self._inbox.clear()
+        if self._lost_events:
+            self._lost_events = 0
+            self.request_sync(full=True)
+        if self.paused:
+            self._held.extend(events)
+            return
+        self.consume_events(events)
+
+    def consume_events(self: PodwardenApp, events: list[dict[str, Any]]) -> None:
+        """Log, remember and mark dirty; toast the outcomes the operator asked about."""
+        shown: list[dict[str, Any]] = []
+        logs: dict[str, list[str]] = {}
+        for event in events:
+            sid = event.get("session_id")
+            if event.get("kind") == "log":
+                if sid:
+                    logs.setdefault(sid, []).append(str(event.get("message", "")))
+                continue
+            shown.append(event)
+            self.view.add_event(event)
+            if sid:
+                self._dirty.add(sid)
+                self.follow_up(event)
+        main = self.main
+        if main is not None:
+            main.log_panel.add_events(shown)
+            for sid, lines in logs.items():
+                main.log_panel.add_session_lines(sid, lines)
+        if self._dirty:
+            self.request_sync()
+
+    # ---------------------------------------------------------------- sync
+
+    def request_sync(self: PodwardenApp, full: bool = False) -> None:
+        """Read the dirty sessions (or all) soon; requests in between coalesce."""
+        if full:
+            self._full_pending = True
+        if self._sync_running or self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        if full or self.settings.flush_interval <= 0:
+            self.call_later(self._flush)
+        else:
+            self.set_timer(self.settings.flush_interval, self._flush)
+
+    def is_quiet(self: PodwardenApp) -> bool:
+        """Nothing queued, scheduled or being read (tests and benchmarks wait for this)."""
+        return not (
+            self._inbox
+            or self._dirty
+            or self._full_pending
+            or self._sync_running
+            or self._flush_scheduled
+            or self._pending_changed
+        )
+
+    def _flush(self: PodwardenApp) -> None:
+        self._flush_scheduled = False
+        if self._sync_running or not self.started:
+            return
+        if not (self._dirty or self._full_pending):
+            return
+        full = self._full_pending or len(self._dirty) > _FETCH_ONE_BY_ONE
+        ids = [] if full else sorted(self._dirty)
+        self._dirty.clear()
+        self._full_pending = False
+        self._sync_running = True
+        self.sync_pool(ids, full)
+
+    @work(group="sync", exit_on_error=False, name="read pool")
+    async def sync_pool(self: PodwardenApp, ids: list[str], full: bool) -> None:
+        """Read health and sessions; post them as one ``PoolSynced``."""
+        try:
+            health = await self.client.health()
+            missing: list[str] = []
+            if full:
+                docs = await self.client.list_sessions()
+            else:
+                results = await asyncio.gather(
+                    *(self.client.get_session(sid) for sid in ids), return_exceptions=True
+                )
+                docs = []
+                for sid, result in zip(ids, results, strict=True):
+                    if isinstance(result, SessionNotFound):
+                        missing.append(sid)
+                    elif isinstance(result, BaseException):
+                        raise result
+                    else:
+                        docs.append(result)
+            self.post_message(PoolSynced(docs, full, health, missing))
+        finally:
+            self._sync_running = False
+            if self._dirty or self._full_pending:
+                self.request_sync()
+
+    def on_pool_synced(self: PodwardenApp, message: PoolSynced) -> None:
+        if self.remote and self.link != "live":
+            self.set_link("live")
+        self.last_update = self.clock()
+        if message.health is not None:
+            self.view.health = message.health
+        changed, removed = self.view.apply(message.sessions, complete=message.complete)
+        removed |= {sid for sid in message.missing if self.view.forget(sid)}
+        self._pending_changed |= changed
+        self._pending_removed |= removed
+        if not self.paused:
+            self.show_pool()
+
+    def show_pool(self: PodwardenApp) -> None:
+        """Hand what changed since the last call to the main screen."""
+        main = self.main
+        if main is None:
+            return
+        changed, removed = self._pending_changed, self._pending_removed
+        self._pending_changed, self._pending_removed = set(), set()
+        main.show(changed - removed, removed, self.clock())
+        main.status.last_update = self.last_update
+
+    def on_link_changed(self: PodwardenApp, message: LinkChanged) -> None:
+        self.set_link(message.state, message.detail)
+
+    # ---------------------------------------------------------------- pause
+
+    def set_paused(self: PodwardenApp, paused: bool) -> None:
+        """Hold (or release) live updates; on release everything is shown and re-read."""
+        self.paused = paused
+        if self.main is not None:
+            self.main.status.paused = paused
+        if not paused:
+            held = list(self._held)
+            self._held.clear()
+            self.consume_events(held)
+            self.show_pool()
+            self.request_sync(full=True)
+
+
+def _reason(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return str(message)
