@@ -1,0 +1,191 @@
+"""A deterministic pool for TUI tests: in-memory runtime, fixed clock, fixed ids.
+
+Everything a screenshot shows is pinned here: the clock (pool, events and console read
+the same fake one), the session ids (a counter instead of random hex), the templates (not
+the built-in ones, which depend on what is installed) and the wall-clock zone (UTC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.worker import WorkerState
+
+from backend.client import LocalClient
+from backend.config import Settings
+from backend.models import SessionState, WorkloadHandle
+from backend.runtime.base import PhaseCallback, WorkloadSpec
+from backend.runtime.memory import MemoryRuntime
+from backend.service import Backend
+from backend.templates import Template
+from tui.app import PodwardenApp, make_app
+from tui.settings import TuiSettings
+
+T0 = 1_767_268_800.0
+"""2026-01-01 12:00:00 UTC: where every test clock starts."""
+
+
+class FakeClock:
+    """A clock that moves only when told."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _FakeTime:
+    """Stands in for the ``time`` module where the backend stamps events."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+class PortedRuntime(MemoryRuntime):
+    """The memory runtime, but its workloads "listen" on their template's port."""
+
+    async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
+        handle = await super().start(spec, on_phase)
+        handle = replace(handle, port=spec.template.port)
+        self.workloads[spec.session_id].handle = handle
+        return handle
+
+
+class EmbeddedLife:
+    """Starts and stops the embedded backend inside the app's event loop."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.stopped = False
+
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def stop(self) -> None:
+        self.stopped = True
+        await self.backend.stop()
+
+
+@dataclass
+class Pool:
+    """A backend on the memory runtime, its client, and a console over it."""
+
+    backend: Backend
+    runtime: MemoryRuntime
+    client: LocalClient
+    clock: FakeClock
+    life: EmbeddedLife
+    tui: TuiSettings
+    apps: list[PodwardenApp] = field(default_factory=list)
+
+    def app(self, **changes: Any) -> PodwardenApp:
+        for key, value in changes.items():
+            setattr(self.tui, key, value)
+        app = make_app(self.client, self.tui, self.life)
+        self.apps.append(app)
+        return app
+
+    async def acquire(self, user: str, template: str = "demo", **kw: Any) -> dict[str, Any]:
+        return await self.client.acquire(user, template, **kw)
+
+    async def mixed(self) -> dict[str, str]:
+        """Ready, refreshing, failed and starting sessions, with distinct ages."""
+        ids = {}
+        for user, template in (("alice", "demo"), ("bob", "demo"), ("carol", "chromium")):
+            ids[user] = (await self.acquire(user, template))["session_id"]
+            self.clock.advance(95)
+        self.backend.pool.get(ids["bob"]).transition(SessionState.REFRESHING)
+        self.runtime.fail_starts["demo"] = 3
+        try:
+            await self.acquire("dave")
+        except Exception:
+            pass
+        ids["dave"] = next(s.session_id for s in self.backend.pool.list() if s.user == "dave")
+        self.clock.advance(30)
+        self.runtime.ready_gate = asyncio.Event()
+        ids["erin"] = (await self.acquire("erin", wait=False))["session_id"]
+        await asyncio.sleep(0)
+        self.clock.advance(12)
+        await self.acquire("alice")  # a reuse: alice's use count goes to 2
+        self.clock.advance(3)
+        return ids
+
+    async def full(self, n: int = 10) -> None:
+        """``n`` ready sessions of distinct users (the pool holds 10)."""
+        for i in range(n):
+            await self.acquire(f"user{i:02d}")
+            self.clock.advance(7)
+
+
+def build_pool(tmp_path: Path, monkeypatch: Any) -> Pool:
+    """A fresh deterministic pool (not started: the console starts it in its loop)."""
+    clock = FakeClock()
+    counter = itertools.count(1)
+    monkeypatch.setattr("backend.models.secrets.token_hex", lambda n=4: f"{next(counter):08x}")
+    monkeypatch.setattr("backend.events.time", _FakeTime(clock))
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.templates = {
+        "demo": Template(name="demo", command=["demo"], port=3000),
+        "chromium": Template(name="chromium", command=["chromium"], port=9222),
+    }
+    settings.pool.start_backoff = 0.0
+    runtime = PortedRuntime()
+    backend = Backend(settings, runtime=runtime, persist=False)
+    runtime._logs = backend.logs
+    backend.pool.clock = clock
+    client = LocalClient(backend, api_address="127.0.0.1:5010")
+    tui = TuiSettings(
+        clock=clock,
+        localtime=time.gmtime,
+        cursor_blink=False,
+        flush_interval=0.0,
+        tick_interval=3600.0,
+        resync_interval=3600.0,
+    )
+    return Pool(backend, runtime, client, clock, EmbeddedLife(backend), tui)
+
+
+def _busy(app: PodwardenApp) -> list[Any]:
+    return [
+        w
+        for w in app.workers
+        if w.group != "events" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+    ]
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Wait until the console has started, drained its events and shown every change."""
+    app = pilot.app
+    assert isinstance(app, PodwardenApp)
+    quiet = 0
+    for _ in range(200):
+        await pilot.pause()
+        busy = _busy(app)
+        if busy:
+            await app.workers.wait_for_complete(busy)
+            quiet = 0
+            continue
+        if app.started and app.is_quiet():
+            quiet += 1
+            if quiet >= 3:
+                break
+        else:
+            quiet = 0
+            await asyncio.sleep(0)
+    await pilot.pause()

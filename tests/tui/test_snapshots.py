@@ -1,0 +1,90 @@
+"""Snapshot tests: each screen at 80x24 and 120x40, stored in ``snapshots/``.
+
+Deterministic by construction (see ``tests.tui.harness``): fixed clock, fixed ids, the
+memory runtime, UTC, no cursor blink. Regenerate with ``pytest tests/tui
+--snapshot-update`` and look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.tui.harness import Pool, settle
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+def mixed(pool: Pool) -> Any:
+    async def before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pool.mixed()
+        pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
+        await settle(pilot)
+
+    return before
+
+
+def full(pool: Pool) -> Any:
+    async def before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pool.full(10)
+        pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
+        await settle(pilot)
+
+    return before
+
+
+@pytest.mark.parametrize("size", SIZES)
+class TestMainScreen:
+    def test_empty(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        assert snap_compare(pool.app(), terminal_size=size, run_before=settle)
+
+    def test_mixed_pool(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """Starting (phase and elapsed), ready, refreshing and failed sessions."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool))
+
+    def test_at_capacity(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """10/10: the gauge is full and says FULL."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=full(pool))
+
+    def test_no_color(
+        self, pool: Pool, snap_compare: Any, size: tuple[int, int], monkeypatch: Any
+    ) -> None:
+        """NO_COLOR: every state still reads as a symbol and a word."""
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool))
+
+    def test_read_only(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """--read-only: RO in the header, no mutating keys in the footer."""
+        app = pool.app(read_only=True)
+        assert snap_compare(app, terminal_size=size, run_before=mixed(pool))
+
+
+@pytest.mark.parametrize("size", SIZES)
+class TestModals:
+    def test_new_session_validation_error(
+        self, pool: Pool, snap_compare: Any, size: tuple[int, int]
+    ) -> None:
+        """An empty user is refused inline; the modal stays open."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=settle, press=["n", "enter"])
+
+    def test_evict_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """Names user, session and workload; the focus is on Cancel."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["e"])
+
+    def test_help(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        assert snap_compare(pool.app(), terminal_size=size, run_before=settle, press=["?"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+class TestLogAndSize:
+    def test_log_maximized(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["l"])
+
+    def test_too_small(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """Below the minimum size: the sizes and a request to resize, not a broken layout."""
+        app = pool.app(min_width=size[0] + 20, min_height=size[1] + 6)
+        assert snap_compare(app, terminal_size=size, run_before=settle)
