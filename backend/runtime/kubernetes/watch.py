@@ -165,12 +165,17 @@ class Reflector:
             query.append(("labelSelector", self.selector))
         if version:
             query.append(("resourceVersion", version))
-        response = self.client.open_stream(
-            self.kind.path(self.namespace),
-            query,
-            f"watch {self.kind.name}",
-            read_timeout=self._watch_seconds + 30,
-        )
+        try:
+            response = self.client.open_stream(
+                self.kind.path(self.namespace),
+                query,
+                f"watch {self.kind.name}",
+                read_timeout=self._watch_seconds + 30,
+            )
+        except KubernetesError as e:
+            if e.status_code == 410:  # some servers refuse an expired version up front
+                raise _Gone() from e
+            raise
         self._response = response
         try:
             if self._stop.is_set():

@@ -471,6 +471,18 @@ async def test_watch_restarts_from_a_fresh_list_on_410_gone(
     assert runtime.health().ok
 
 
+async def test_an_expired_version_refused_up_front_also_relists(
+    kube: Emulator, make_runtime: Callable[..., KubernetesRuntime]
+) -> None:
+    watches = kube[kmock.action.WATCH, kmock.resource("v1/services")]
+    watches[:1] << 410 << status(410, "Expired", "too old resource version")
+    runtime = make_runtime()
+    await runtime.connect()
+    services = runtime.reflectors["service"]
+    await until(lambda: services.relists >= 2)
+    assert services.healthy
+
+
 async def test_a_broken_watch_degrades_health_until_it_recovers(
     kube: Emulator,
     make_runtime: Callable[..., KubernetesRuntime],
