@@ -17,6 +17,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -158,6 +159,8 @@ class Session:
     refresh_failures: int = 0
     cleanup: str | None = None
     """After termination: how the cleanup ended ("verified in 0.4s", "leftover: ...")."""
+    listening: Callable[[], bool] | None = field(default=None, repr=False)
+    """Asks the session's tunnel whether it accepts connections now (set by the pool)."""
 
     def transition(self, new: SessionState) -> None:
         """Move to ``new`` or raise ``InvalidTransition``."""
@@ -184,12 +187,20 @@ class Session:
             "age_s": round(max(0.0, now - self.created_at), 3),
             "idle_s": round(max(0.0, now - self.last_used_at), 3),
             "use_count": self.use_count,
-            "tunnel": self.tunnel.to_dict() if self.tunnel else None,
+            "tunnel": self._tunnel_dict(),
             "runtime_ref": self.handle.ref if self.handle else None,
             "runtime": self.handle.runtime if self.handle else None,
             "last_error": self.last_error,
             "cleanup": self.cleanup,
         }
+
+    def _tunnel_dict(self) -> dict[str, Any] | None:
+        if self.tunnel is None:
+            return None
+        data = self.tunnel.to_dict()
+        if self.listening is not None:
+            data["listening"] = bool(self.listening())
+        return data
 
 
 _BAD_USER_CHARS = re.compile(r"[\x00-\x1f\x7f]")

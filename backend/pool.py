@@ -765,6 +765,7 @@ class SessionPool:
             raise StartError("no free local port for the tunnel", retryable=False)
         self._tunnels[session.session_id] = tunnel
         session.tunnel = tunnel.info
+        session.listening = tunnel.is_listening
         self.bus.publish(
             EventKind.TUNNEL_OPENED,
             f"{session.session_id} tunnel {tunnel.info.address} -> "
