@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,36 @@ import pytest
 from backend.config import Settings
 from backend.models import SessionState
 from backend.service import Backend
+from backend.templates import find_chromium
+from tests.backend import cdp
 from tests.backend.conftest import free_port_range
 from tests.backend.host_backend import crash_settings
 
 HERE = Path(__file__).resolve().parent
+
+
+class _LoginPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server wants)
+        body = b"<!doctype html><title>login</title><p>welcome</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def page_url() -> Iterator[str]:
+    """A page this test serves on 127.0.0.1, for a browser session to log in on."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/login"
+    server.shutdown()
+    server.server_close()
 
 
 def pid_alive(pid: int) -> bool:
@@ -212,3 +240,32 @@ async def test_kill_9_of_the_host_loses_no_session_and_leaks_no_workload(
     finally:
         await backend.stop(stop_sessions=True)
     assert workload_pids(state_dir) == set()
+
+
+@pytest.mark.chromium
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary on PATH")
+async def test_reusing_a_chromium_session_keeps_its_login_cookie(
+    tmp_path: Path, page_url: str
+) -> None:
+    low, high = free_port_range(50)
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.tunnels.port_min, settings.tunnels.port_max = low, high
+    settings.pool.refresh_interval = 3600
+    backend = Backend(settings)
+    await backend.start()
+    try:
+        first = await backend.pool.acquire("jfernandez", "chromium")
+        assert first.is_new_session and first.session.tunnel is not None
+        await cdp.set_cookie(first.session.tunnel.port, page_url, "login", "taffie-ok")
+        again = await backend.pool.acquire("jfernandez", "chromium")
+        assert again.is_new_session is False
+        assert again.session.session_id == first.session.session_id
+        assert again.session.tunnel is not None
+        cookies = await cdp.get_cookies(again.session.tunnel.port, page_url)
+        assert cookies.get("login") == "taffie-ok"
+        other = await backend.pool.acquire("Gustavoa", "chromium")
+        assert other.session.tunnel is not None
+        assert "login" not in await cdp.get_cookies(other.session.tunnel.port, page_url)
+    finally:
+        await backend.stop(stop_sessions=True)
+    assert workload_pids(settings.state_dir) == set()
