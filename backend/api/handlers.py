@@ -86,6 +86,8 @@ def validation_message(error: dict[str, Any]) -> tuple[str, str]:
         return field, f"{field}: unknown field"
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "[key]":
         return field, f"{field}: is not a valid environment variable name"
+    if kind == "string_pattern_mismatch" and field.startswith("credentials."):
+        return field, f"{field}: must not contain NUL characters"
     if kind == "string_pattern_mismatch" and field == "user":
         return field, "user: must be printable text with at least one non-space character"
     return field, f"{field}: {error.get('msg', 'is invalid')}"

@@ -41,15 +41,21 @@ UserName = Annotated[
 ]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
 MAX_CREDENTIALS = 100
+NO_NUL_PATTERN = r"^[^\x00]*$"
+"""Credential values reach the workload's environment, which cannot hold NUL."""
 Credentials = Annotated[
-    dict[EnvName, Annotated[str, StringConstraints(max_length=8192)]],
+    dict[EnvName, Annotated[str, StringConstraints(max_length=8192, pattern=NO_NUL_PATTERN)]],
     Field(max_length=MAX_CREDENTIALS),
     # pydantic would say ``patternProperties``, which lets other names through in the schema
     WithJsonSchema(
         {
             "type": "object",
             "propertyNames": {"pattern": ENV_NAME_PATTERN},
-            "additionalProperties": {"type": "string", "maxLength": 8192},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 8192,
+                "pattern": NO_NUL_PATTERN,
+            },
             "maxProperties": MAX_CREDENTIALS,
         }
     ),

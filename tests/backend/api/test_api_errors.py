@@ -38,6 +38,7 @@ JSON = {"content-type": "application/json"}
         ({"user": "u", "credentials": "secret"}, 422, "invalid_request", "credentials"),
         ({"user": "u", "credentials": {"PASS": 1}}, 422, "invalid_request", "credentials.PASS"),
         ({"user": "u", "credentials": {"1BAD": "x"}}, 422, "invalid_request", "credentials.1BAD"),
+        ({"user": "u", "credentials": {"K": "a\u0000b"}}, 422, "invalid_request", "credentials.K"),
         ([], 422, "invalid_request", "body"),
         ("user", 422, "invalid_request", "body"),
         (None, 422, "invalid_request", "body"),
