@@ -10,7 +10,11 @@ module level; ``connect`` loads it in a worker thread on first use. Layout, bott
     apierrors    HTTP status -> ``backend.errors`` class; what is worth a retry
     connect      kubeconfig / context / namespace / in-cluster, as kubectl does it
     client       the bounded thread pool, retries, error mapping, call counting
-    watch        list-then-watch caches shared by every session
+    watch        list-then-watch reflectors (one thread per kind)
+    caches       the five reflectors of a runtime, and waiting on a session's changes
+    creation     a session's objects, created idempotently; undoing a failed start
+    cleanup      delete, then verify with the API server that all of it is gone
+    inventory    what the cluster holds, grouped by session (recovery, drift)
     diagnose     a refused pod -> ``StartError`` with the cluster's reason
     podlogs      following a pod's log into the session's log buffer
     portforward  tunnels through the API server's port-forward
