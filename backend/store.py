@@ -91,12 +91,19 @@ class StoredSession:
 _Op = Callable[[sqlite3.Connection], None]
 
 
+@dataclass(frozen=True)
+class _AfterCommit:
+    """A callback the writer runs once the batch it arrived in is committed."""
+
+    callback: Callable[[], None]
+
+
 class Store:
     """SQLite file with one writer thread; reads at start-up happen on the caller's thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Op | _AfterCommit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._events_written = 0
@@ -125,22 +132,27 @@ class Store:
         try:
             while True:
                 op = self._queue.get()
-                batch: list[_Op | None] = [op]
+                batch: list[_Op | _AfterCommit | None] = [op]
                 while len(batch) < 500:
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
                 stop = False
+                committed: list[Callable[[], None]] = []
                 try:
                     with connection:
                         for item in batch:
                             if item is None:
                                 stop = True
+                            elif isinstance(item, _AfterCommit):
+                                committed.append(item.callback)
                             else:
                                 item(connection)
                 except sqlite3.Error as e:  # keep serving; health reports it
                     self._error = e
+                for callback in committed:
+                    callback()
                 if stop:
                     return
         finally:
@@ -155,7 +167,7 @@ class Store:
     def last_error(self) -> str | None:
         return str(self._error) if self._error else None
 
-    def _submit(self, op: _Op) -> None:
+    def _submit(self, op: _Op | _AfterCommit) -> None:
         if self._thread is None:
             raise StoreError("the state store is not open")
         self._queue.put(op)
@@ -231,16 +243,13 @@ class Store:
             if not done.done():
                 done.set_result(None)
 
-        def mark(_: sqlite3.Connection) -> None:
-            loop.call_soon_threadsafe(settle)
-
-        self._submit(mark)
+        self._submit(_AfterCommit(lambda: loop.call_soon_threadsafe(settle)))
         await done
 
     def flush_sync(self, timeout: float = 10.0) -> None:
         """``flush`` for callers outside the event loop."""
         done = threading.Event()
-        self._submit(lambda _c: done.set())
+        self._submit(_AfterCommit(done.set))
         done.wait(timeout)
 
     def load_sessions(self) -> list[StoredSession]:
