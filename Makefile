@@ -23,3 +23,4 @@ bench:
 	python tests/bench/bench_cold_start.py
 	python tests/bench/bench_api.py
 	python tests/bench/bench_tui.py
+	python tests/bench/bench_kubernetes.py

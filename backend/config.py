@@ -121,7 +121,10 @@ class KubernetesSettings:
     delete_timeout: float = 60.0
     """Seconds to wait for every object of a session to be gone."""
     reconcile_interval: float = 30.0
-    """Seconds between drift checks of pool against cluster."""
+    """Seconds between drift checks of pool against the runtime (local runtime too)."""
+    delete_propagation: str = "Foreground"
+    """``Foreground`` (the Deployment goes only after its pods) or ``Background`` (faster
+    under load; podwarden verifies every object is gone either way)."""
 
 
 @dataclass
@@ -167,6 +170,11 @@ class Settings:
         _choice("pool.when_full", pool.when_full, WHEN_FULL)
         _choice("pool.on_refresh_failure", pool.on_refresh_failure, ON_REFRESH_FAILURE)
         _choice("runtime.kind", self.runtime.kind, ("local", "kubernetes"))
+        _choice(
+            "runtime.kubernetes.delete_propagation",
+            self.runtime.kubernetes.delete_propagation,
+            ("Foreground", "Background"),
+        )
         _choice(
             "runtime.kubernetes.unknown_workloads",
             self.runtime.kubernetes.unknown_workloads,

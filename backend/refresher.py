@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from backend.errors import PodwardenError
+from backend.errors import PodwardenError, RuntimeUnavailable
 from backend.events import EventKind
 from backend.models import Session, SessionState
 from backend.pool import SessionPool
@@ -115,7 +115,22 @@ class Refresher:
             handle = session.handle
             if session.state is not SessionState.REFRESHING or handle is None:
                 return False  # evicted or deleted meanwhile
-            probe = await pool.runtime.probe(handle, template)
+            try:
+                probe = await pool.runtime.probe(handle, template)
+            except RuntimeUnavailable as e:
+                # The runtime cannot be asked (cluster API down): that says nothing about
+                # the workload, so do not count it against the session.
+                if session.state is SessionState.REFRESHING:
+                    session.transition(SessionState.READY)
+                pool.bus.publish(
+                    EventKind.REFRESH_FAILED,
+                    f"{session.session_id} not refreshed: {e.message}",
+                    session_id=session.session_id,
+                    user=session.user,
+                    reason=e.message,
+                    runtime_unavailable=True,
+                )
+                return False
             if probe.alive and template.keepalive_path:
                 try:
                     await pool.runtime.keepalive(handle, template)

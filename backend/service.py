@@ -37,7 +37,8 @@ def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtim
     if settings.runtime.kind == "kubernetes":
         from backend.runtime.kubernetes import KubernetesRuntime
 
-        return KubernetesRuntime(settings.runtime.kubernetes, logs, bus)
+        kube = settings.runtime.kubernetes
+        return KubernetesRuntime(kube, logs, bus, propagation=kube.delete_propagation)
     from backend.runtime.local import LocalRuntime
 
     return LocalRuntime(Path(settings.state_dir), logs, host="127.0.0.1")

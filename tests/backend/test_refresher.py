@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from backend.errors import RuntimeUnavailable
 from backend.events import EventKind
 from backend.models import SessionState
 from backend.refresher import Refresher
@@ -81,3 +82,19 @@ async def test_the_loop_runs_rounds_at_the_jittered_interval(memory_backend: Bac
     assert refresher.rounds == rounds_wanted
     assert all(270 <= d <= 330 for d in delays)
     assert len(set(delays)) == len(delays), "jitter shifts every round"
+
+
+async def test_a_runtime_outage_does_not_count_against_sessions(memory_backend: Backend) -> None:
+    runtime = memory_backend.runtime
+    assert isinstance(runtime, MemoryRuntime)
+    result = await memory_backend.pool.acquire("a")
+
+    async def unavailable(*_: object) -> None:
+        raise RuntimeUnavailable("cluster API unreachable")
+
+    runtime.probe = unavailable  # type: ignore[method-assign,assignment]
+    refresher = Refresher(memory_backend.pool, sleep=no_sleep)
+    assert await refresher.refresh_session(result.session) is False
+    assert result.session.state is SessionState.READY
+    assert result.session.refresh_failures == 0
+    assert memory_backend.pool.metrics.recycles == 0
