@@ -334,7 +334,8 @@ class SessionPool:
         if sid in self._lru:
             self._lru.move_to_end(sid)
             self._user_lru[session.user].move_to_end(sid)
-        self._save(session)
+        if self.store is not None:
+            self.store.touch(session)
 
     # ----------------------------------------------------------------- capacity
 

@@ -67,6 +67,8 @@ ON CONFLICT(session_id) DO UPDATE SET
 """
 
 _KEEP_EVENTS = 2000
+TOUCH_DELAY = 0.25
+"""Seconds reuse touches wait before they are written together (see ``Store.touch``)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class Store:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._events_written = 0
+        self._touches: dict[str, tuple[float, int, str]] = {}
+        self._touch_lock = threading.Lock()
+        self._touch_queued = False
 
     def open(self) -> None:
         """Create the file and schema; start the writer thread."""
@@ -199,6 +204,45 @@ class Store:
 
         self._submit(op)
 
+    def touch(self, session: Session) -> None:
+        """Record a reused session's new ``last_used_at`` and ``use_count``, lazily.
+
+        Reuse is the hot path. Touches wait in a dict for ``TOUCH_DELAY`` seconds and are
+        then written as one ``executemany`` of a narrow UPDATE: one writer wake-up per
+        interval instead of one upsert op per reuse (each of which woke the writer thread
+        and made it compete with the event loop for the GIL). A crash loses at most that
+        interval of recency, which recovery tolerates. An UPDATE of a row deleted
+        meanwhile changes nothing, so ordering against ``delete`` holds; ``flush`` and
+        ``close`` write pending touches first.
+        """
+        with self._touch_lock:
+            self._touches[session.session_id] = (
+                session.last_used_at,
+                session.use_count,
+                session.session_id,
+            )
+            if self._touch_queued:
+                return
+            self._touch_queued = True
+        try:
+            asyncio.get_running_loop().call_later(TOUCH_DELAY, self._submit_touches)
+        except RuntimeError:  # no loop (a synchronous caller): write with the next batch
+            self._submit_touches()
+
+    def _submit_touches(self) -> None:
+        if self._thread is not None:
+            self._queue.put(self._write_touches)
+
+    def _write_touches(self, c: sqlite3.Connection) -> None:
+        with self._touch_lock:
+            rows = list(self._touches.values())
+            self._touches.clear()
+            self._touch_queued = False
+        if rows:
+            c.executemany(
+                "UPDATE sessions SET last_used_at = ?, use_count = ? WHERE session_id = ?", rows
+            )
+
     def delete(self, session_id: str) -> None:
         """Queue the removal of a session row."""
 
@@ -238,6 +282,7 @@ class Store:
         """Wait until everything queued so far is committed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        self._submit_touches()
 
         def settle() -> None:
             if not done.done():
@@ -249,6 +294,7 @@ class Store:
     def flush_sync(self, timeout: float = 10.0) -> None:
         """``flush`` for callers outside the event loop."""
         done = threading.Event()
+        self._submit_touches()
         self._submit(_AfterCommit(done.set))
         done.wait(timeout)
 
@@ -318,6 +364,7 @@ class Store:
     def close(self) -> None:
         """Commit what is queued and stop the writer thread."""
         if self._thread is not None:
+            self._queue.put(self._write_touches)
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
