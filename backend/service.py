@@ -126,8 +126,11 @@ class Backend:
         return asyncio.get_running_loop().create_task(run(), name=f"podwarden: {name}")
 
     async def _persist_events(self) -> None:
+        # Not log lines, and not reuses: at thousands per second they would push every
+        # eviction and failure out of the store's last 2,000 events within a second.
         assert self.store is not None
-        with self.bus.subscribe(maxsize=10000, kinds=set(EventKind) - {EventKind.LOG}) as sub:
+        kinds = set(EventKind) - {EventKind.LOG, EventKind.REUSED}
+        with self.bus.subscribe(maxsize=10000, kinds=kinds) as sub:
             async for event in sub:
                 self.store.add_event(event)
 

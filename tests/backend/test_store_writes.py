@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from backend.models import Session
+from backend.service import Backend
 from backend.store import Store
 
 
@@ -45,3 +47,13 @@ async def test_touches_are_coalesced_and_never_resurrect_a_row(tmp_path: Path) -
         assert rows[a.session_id].last_used_at == a.last_used_at
     finally:
         store.close()
+
+
+async def test_reuses_are_not_persisted_as_events(memory_backend: Backend) -> None:
+    for _ in range(3):
+        await memory_backend.pool.acquire("u")
+    assert memory_backend.store is not None
+    await asyncio.sleep(0)  # let the event-store task take what was published
+    await memory_backend.store.flush()
+    kinds = [e["kind"] for e in memory_backend.store.recent_events()]
+    assert "ready" in kinds and "reused" not in kinds
