@@ -247,9 +247,12 @@ class PodwardenApp(SyncMixin, App[int]):
         kind = event.get("kind")
         if asked == "start" and kind in ("ready", "failed"):
             del self._asked[sid]
-            severity = "information" if kind == "ready" else "error"
             title = "Session ready" if kind == "ready" else "Start failed"
-            self.notify(str(event.get("message")), title=title, severity=severity, markup=False)
+            message = str(event.get("message"))
+            if kind == "ready":
+                self.notify(message, title=title, markup=False)
+            else:
+                self.notify(message, title=title, severity="error", markup=False)
         elif asked == "evict" and kind in ("cleanup_verified", "cleanup_leftover"):
             del self._asked[sid]
             ok = kind == "cleanup_verified"

@@ -18,15 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
+from textual.app import App
 
+from backend.client import PodwardenClient
 from backend.errors import SessionNotFound
 from tui.messages import EventsArrived, LinkChanged, PoolSynced
+from tui.model import PoolView
+from tui.settings import TuiSettings
 
 if TYPE_CHECKING:
-    from tui.app import PodwardenApp
+    from tui.screens.main import MainScreen
+
+    _AppBase = App[int]
+else:
+    _AppBase = object
 
 __all__ = ["SyncMixin"]
 
@@ -35,10 +44,31 @@ _FETCH_ONE_BY_ONE = 20
 _INBOX = 5000
 
 
-class SyncMixin:
+class SyncMixin(_AppBase):
     """The app's half that keeps ``self.view`` in step with the backend."""
 
-    def _init_sync(self: PodwardenApp) -> None:
+    client: PodwardenClient
+    settings: TuiSettings
+    view: PoolView
+    clock: Callable[[], float]
+    remote: bool
+    paused: bool
+    started: bool
+    link: str
+    last_update: float | None
+    _pending_changed: set[str]
+    _pending_removed: set[str]
+
+    if TYPE_CHECKING:
+
+        @property
+        def main(self) -> MainScreen | None: ...
+
+        def set_link(self, state: str, detail: str = "") -> None: ...
+
+        def follow_up(self, event: dict[str, Any]) -> None: ...
+
+    def _init_sync(self) -> None:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
         self._held: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
         self._dirty: set[str] = set()
@@ -50,7 +80,7 @@ class SyncMixin:
     # ---------------------------------------------------------------- the event worker
 
     @work(group="events", exclusive=True, exit_on_error=False, name="event stream")
-    async def pump_events(self: PodwardenApp) -> None:
+    async def pump_events(self) -> None:
         """Forever: follow the backend's events; on a lost link, reconnect with backoff."""
         backoff = self.settings.reconnect_backoff
         attempt = 0
@@ -78,7 +108,7 @@ class SyncMixin:
             attempt += 1
             self.post_message(LinkChanged("connecting"))
 
-    def on_events_arrived(self: PodwardenApp, message: EventsArrived) -> None:
+    def on_events_arrived(self, message: EventsArrived) -> None:
         events = list(self._inbox)
         self._inbox.clear()
         if self._lost_events:
@@ -89,7 +119,7 @@ class SyncMixin:
             return
         self.consume_events(events)
 
-    def consume_events(self: PodwardenApp, events: list[dict[str, Any]]) -> None:
+    def consume_events(self, events: list[dict[str, Any]]) -> None:
         """Log, remember and mark dirty; toast the outcomes the operator asked about."""
         shown: list[dict[str, Any]] = []
         logs: dict[str, list[str]] = {}
@@ -114,7 +144,7 @@ class SyncMixin:
 
     # ---------------------------------------------------------------- sync
 
-    def request_sync(self: PodwardenApp, full: bool = False) -> None:
+    def request_sync(self, full: bool = False) -> None:
         """Read the dirty sessions (or all) soon; requests in between coalesce."""
         if full:
             self._full_pending = True
@@ -122,11 +152,11 @@ class SyncMixin:
             return
         self._flush_scheduled = True
         if full or self.settings.flush_interval <= 0:
-            self.call_later(self._flush)
+            self.call_later(self._flush_sync)
         else:
-            self.set_timer(self.settings.flush_interval, self._flush)
+            self.set_timer(self.settings.flush_interval, self._flush_sync)
 
-    def is_quiet(self: PodwardenApp) -> bool:
+    def is_quiet(self) -> bool:
         """Nothing queued, scheduled or being read (tests and benchmarks wait for this)."""
         return not (
             self._inbox
@@ -137,7 +167,7 @@ class SyncMixin:
             or self._pending_changed
         )
 
-    def _flush(self: PodwardenApp) -> None:
+    def _flush_sync(self) -> None:
         self._flush_scheduled = False
         if self._sync_running or not self.started:
             return
@@ -151,7 +181,7 @@ class SyncMixin:
         self.sync_pool(ids, full)
 
     @work(group="sync", exit_on_error=False, name="read pool")
-    async def sync_pool(self: PodwardenApp, ids: list[str], full: bool) -> None:
+    async def sync_pool(self, ids: list[str], full: bool) -> None:
         """Read health and sessions; post them as one ``PoolSynced``."""
         try:
             health = await self.client.health()
@@ -176,7 +206,7 @@ class SyncMixin:
             if self._dirty or self._full_pending:
                 self.request_sync()
 
-    def on_pool_synced(self: PodwardenApp, message: PoolSynced) -> None:
+    def on_pool_synced(self, message: PoolSynced) -> None:
         if self.remote and self.link != "live":
             self.set_link("live")
         self.last_update = self.clock()
@@ -189,7 +219,7 @@ class SyncMixin:
         if not self.paused:
             self.show_pool()
 
-    def show_pool(self: PodwardenApp) -> None:
+    def show_pool(self) -> None:
         """Hand what changed since the last call to the main screen."""
         main = self.main
         if main is None:
@@ -199,12 +229,12 @@ class SyncMixin:
         main.show(changed - removed, removed, self.clock())
         main.status.last_update = self.last_update
 
-    def on_link_changed(self: PodwardenApp, message: LinkChanged) -> None:
+    def on_link_changed(self, message: LinkChanged) -> None:
         self.set_link(message.state, message.detail)
 
     # ---------------------------------------------------------------- pause
 
-    def set_paused(self: PodwardenApp, paused: bool) -> None:
+    def set_paused(self, paused: bool) -> None:
         """Hold (or release) live updates; on release everything is shown and re-read."""
         self.paused = paused
         if self.main is not None:

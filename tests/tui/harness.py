@@ -45,12 +45,15 @@ class FakeClock:
 
 
 class _FakeTime:
-    """Stands in for the ``time`` module where the backend stamps events."""
+    """Stands in for the ``time`` module where the backend stamps events and durations."""
 
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
 
     def time(self) -> float:
+        return self._clock()
+
+    def monotonic(self) -> float:
         return self._clock()
 
     def __getattr__(self, name: str) -> Any:
@@ -139,6 +142,7 @@ def build_pool(tmp_path: Path, monkeypatch: Any) -> Pool:
     counter = itertools.count(1)
     monkeypatch.setattr("backend.models.secrets.token_hex", lambda n=4: f"{next(counter):08x}")
     monkeypatch.setattr("backend.events.time", _FakeTime(clock))
+    monkeypatch.setattr("backend.pool.time", _FakeTime(clock))  # "ready in 0.00s" etc.
     settings = Settings(state_dir=tmp_path / "state")
     settings.templates = {
         "demo": Template(name="demo", command=["demo"], port=3000),
@@ -189,3 +193,52 @@ async def settle(pilot: Pilot[Any]) -> None:
             quiet = 0
             await asyncio.sleep(0)
     await pilot.pause()
+
+
+class FlakyClient:
+    """A remote-looking client over a ``LocalClient`` whose event stream and calls fail
+    while ``down`` is set; ``connects`` counts event-stream (re)connections."""
+
+    def __init__(self, inner: LocalClient) -> None:
+        self.inner = inner
+        self.down = False
+        self.connects = 0
+        self.connected = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.up = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return "http://backend.test:5010"
+
+    @property
+    def api_address(self) -> str | None:
+        return "backend.test:5010"
+
+    def _check(self) -> None:
+        if self.down:
+            from backend.errors import BackendUnreachable
+
+            raise BackendUnreachable("cannot reach podwarden at http://backend.test:5010")
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self._check()
+            return await method(*args, **kwargs)
+
+        return call
+
+    async def events(self) -> Any:
+        self._check()
+        self.connects += 1
+        self.connected.set()
+        async for event in self.inner.events():
+            if self.down:
+                self.lost.set()
+                self._check()
+            yield event
+
+    async def close(self) -> None:
+        await self.inner.close()

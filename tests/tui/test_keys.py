@@ -1,21 +1,322 @@
-"""Pilot tests: each key reaches the backend, and the screen shows what happened."""
+"""Pilot tests: every key reaches the backend, and the screen shows what happened.
+
+Each test drives the real app over an in-process backend on the memory runtime and
+waits for its workers (``settle``), never for wall-clock time.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from textual.command import CommandPalette
+
+from backend.models import SessionState
 from tests.tui.harness import Pool, settle
+from tui.app import PodwardenApp
+from tui.screens.evict import EvictScreen
+from tui.screens.filter import FilterScreen
+from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
 
 
-async def test_new_session_key_creates_a_session(pool: Pool) -> None:
-    app = pool.app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("n")
-        assert isinstance(app.screen, NewSessionScreen)
-        await pilot.press(*"alice", "enter")
-        await settle(pilot)
-        sessions = pool.backend.pool.list()
-        assert [s.user for s in sessions] == ["alice"]
-        assert not isinstance(app.screen, NewSessionScreen)
-        assert app.main is not None
-        assert app.main.table.row_count == 1
+def main_of(app: PodwardenApp) -> Any:
+    assert app.main is not None
+    return app.main
+
+
+def log_text(app: PodwardenApp) -> str:
+    return "\n".join(main_of(app).log_panel.texts())
+
+
+def row_ids(app: PodwardenApp) -> list[str]:
+    table = main_of(app).table
+    return [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+
+
+async def seeded(pilot: Any, pool: Pool, *users: str) -> list[str]:
+    await settle(pilot)
+    ids = [(await pool.acquire(user))["session_id"] for user in users]
+    await settle(pilot)
+    return ids
+
+
+class TestNewSession:
+    async def test_n_opens_the_modal_and_creates_the_session(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n")
+            assert isinstance(app.screen, NewSessionScreen)
+            await pilot.press(*"alice", "enter")
+            await settle(pilot)
+            assert [s.user for s in pool.backend.pool.list()] == ["alice"]
+            assert not isinstance(app.screen, NewSessionScreen)
+            assert row_ids(app) == ["alice-demo-00000001"]
+            assert "New session: alice-demo-00000001" in log_text(app)
+
+    async def test_an_empty_user_is_refused_inline_and_the_modal_stays(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, NewSessionScreen)
+            error = app.screen.query_one("#user-error")
+            assert "must not be empty" in str(error.render())
+            assert pool.backend.pool.list() == []
+            await pilot.press(*"bob", "enter")
+            await settle(pilot)
+            assert [s.user for s in pool.backend.pool.list()] == ["bob"]
+
+    async def test_a_backend_refusal_keeps_the_modal_open(self, pool: Pool) -> None:
+        pool.backend.settings.pool.when_full = "reject"
+        pool.backend.settings.pool.max_sessions = 1
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.press("n", *"bob", "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, NewSessionScreen)
+            assert "pool is full" in str(app.screen.query_one("#error").render())
+            assert "Pool full" in log_text(app)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, NewSessionScreen)
+
+    async def test_the_template_list_and_reuse_toggle_are_sent(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [first] = await seeded(pilot, pool, "alice")
+            await pilot.press("n")  # prefilled with the selected row's user
+            modal = app.screen
+            assert isinstance(modal, NewSessionScreen)
+            modal.query_one("#reuse").value = False  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await settle(pilot)
+            sessions = [s for s in pool.backend.pool.list() if s.user == "alice"]
+            assert len(sessions) == 2 and first in {s.session_id for s in sessions}
+
+
+class TestReuseAndEvict:
+    async def test_r_reuses_the_selected_users_session(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("r")
+            await settle(pilot)
+            assert pool.backend.pool.get(sid).use_count == 2
+            assert len(pool.backend.pool.list()) == 1
+            assert f"Reused: {sid} · is_new_session: false · took" in log_text(app)
+            assert main_of(app).table.get_cell(sid, "uses").plain == "2"
+
+    async def test_e_asks_first_with_focus_on_cancel_and_esc_cancels(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("e")
+            assert isinstance(app.screen, EvictScreen)
+            assert app.focused is not None and app.focused.id == "cancel"
+            text = str(app.screen.query_one("Static").render())
+            assert "alice" in text and sid in text and "mem-1" in text
+            await pilot.press("enter")  # Enter on Cancel: nothing happens
+            await settle(pilot)
+            await pilot.press("e", "escape")
+            await settle(pilot)
+            assert pool.backend.pool.get(sid).state is SessionState.READY
+
+    async def test_e_then_evict_stops_the_session_and_shows_the_cleanup(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("e", "tab", "enter")
+            await settle(pilot)
+            assert pool.backend.pool.get(sid).state is SessionState.TERMINATED
+            assert pool.runtime.workloads == {}
+            main = main_of(app)
+            assert main.table.get_cell(sid, "state").plain == "· ended"
+            detail = str(main.detail._last)
+            assert "cleanup ✓ verified" in detail
+            assert "cleanup_verified" in log_text(app)
+
+
+class TestViewKeys:
+    async def test_filter_narrows_and_esc_clears(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice", "bob", "carol")
+            await pilot.press("slash")
+            assert isinstance(app.screen, FilterScreen)
+            await pilot.press(*"user:bo", "enter")
+            await settle(pilot)
+            assert row_ids(app) == ["bob-demo-00000002"]
+            assert "filter: user:bo" in str(main_of(app).table.border_title)
+            await pilot.press("escape")
+            assert len(row_ids(app)) == 3
+
+    async def test_s_sorts_and_S_reverses(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            for user in ("carol", "alice", "bob"):
+                await seeded(pilot, pool, user)
+                pool.clock.advance(1)
+            assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "alice", "bob"]
+            await pilot.press("s")  # by user
+            assert [r.split("-")[0] for r in row_ids(app)] == ["alice", "bob", "carol"]
+            await pilot.press("S")
+            assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "bob", "alice"]
+
+    async def test_c_and_y_copy_and_echo(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("c")
+            assert app.clipboard == "127.0.0.1:43000"
+            await pilot.press("y")
+            assert app.clipboard == sid
+            messages = [n.message for n in app._notifications]
+            assert "127.0.0.1:43000" in messages and sid in messages
+
+    async def test_p_pauses_live_updates(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.press("p")
+            assert main_of(app).status.paused
+            await pool.acquire("bob")
+            await settle(pilot)
+            assert len(row_ids(app)) == 1
+            await pilot.press("p")
+            await settle(pilot)
+            assert len(row_ids(app)) == 2
+
+    async def test_help_lists_every_key(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            for key in ("question_mark", "f1"):
+                await pilot.press(key)
+                assert isinstance(app.screen, HelpScreen)
+                await pilot.press("escape")
+                assert not isinstance(app.screen, HelpScreen)
+
+    async def test_l_maximizes_the_log_and_o_follows_the_session_log(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            main = main_of(app)
+            await pilot.press("l")
+            assert main.maximized is main.log_panel
+            await pilot.press("escape")
+            assert main.maximized is None
+            await pilot.press("o")
+            await settle(pilot)
+            assert main.log_panel.followed == sid
+            assert main.log_panel.texts() == ["workload mem-1 started"]
+            pool.backend.logs.append(sid, "hello from the workload")
+            await settle(pilot)
+            assert main.log_panel.texts()[-1] == "hello from the workload"
+            await pilot.press("o")
+            assert "created" in log_text(app)
+
+    async def test_colon_opens_the_palette_with_the_same_actions(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("colon")
+            assert isinstance(app.screen, CommandPalette)
+            await pilot.press(*"copy id")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.clipboard == sid
+
+
+class TestReadOnly:
+    async def test_mutating_keys_are_unbound(self, pool: Pool) -> None:
+        app = pool.app(read_only=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("n", "r", "e")
+            await settle(pilot)
+            assert app.screen is app.main
+            assert pool.backend.pool.get(sid).use_count == 1
+            assert pool.backend.pool.get(sid).state is SessionState.READY
+            assert main_of(app).status.read_only
+            assert app.main is not None
+            keys = {b.key for _, b in app.main._bindings}
+            assert not keys & {"n", "r", "e"}
+
+
+class TestLongWork:
+    async def test_a_starting_session_shows_phase_and_elapsed(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            pool.runtime.ready_gate = asyncio.Event()
+            sid = (await pool.acquire("erin", wait=False))["session_id"]
+            await settle(pilot)
+            pool.clock.advance(12)
+            app._tick()
+            await settle(pilot)
+            assert main_of(app).table.get_cell(sid, "state").plain == "◌ login 12s"
+            pool.runtime.ready_gate.set()
+            await settle(pilot)
+            assert main_of(app).table.get_cell(sid, "state").plain == "● ready"
+
+    async def test_a_slow_login_never_blocks_keys(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            pool.runtime.ready_gate = asyncio.Event()  # the login never ends by itself
+            await pool.acquire("erin", wait=False)
+            await settle(pilot)
+            await pilot.press("r")  # waits for the start in a worker
+            await pilot.pause()
+            [reuse] = [w for w in app.workers if w.group == "acquire"]
+            assert not reuse.is_finished
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            pool.runtime.ready_gate.set()
+            await settle(pilot)
+            assert "Reused" not in log_text(app)  # it was new: reported as such
+            assert "is_new_session: true" in log_text(app)
+
+
+class TestTerminal:
+    async def test_too_small_and_back(self, pool: Pool) -> None:
+        from tui.screens.too_small import TooSmallScreen
+
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.resize_terminal(50, 12)
+            await pilot.pause()
+            assert isinstance(app.screen, TooSmallScreen)
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause()
+            assert app.screen is app.main
+
+    async def test_columns_give_way_below_100(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(99, 30)) as pilot:
+            await seeded(pilot, pool, "alice")
+            table = main_of(app).table
+            assert "ref" not in [c.value for c in table.columns]
+            await pilot.resize_terminal(100, 30)
+            await pilot.pause()
+            assert "ref" in [c.value for c in table.columns]
+            await pilot.resize_terminal(120, 30)
+            await pilot.pause()
+            assert "template" in [c.value for c in table.columns]
+            assert table.get_cell("alice-demo-00000001", "tunnel").plain == (
+                "127.0.0.1:43000 -> :3000 ✓"
+            )
+
+    async def test_q_quits_and_sessions_keep_running(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.press("q")
+        assert pool.life.stopped
+        assert list(pool.runtime.workloads) == ["alice-demo-00000001"]

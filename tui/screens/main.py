@@ -7,10 +7,11 @@ data reaches its widgets, and both are driven by the app.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.events import Resize
 from textual.screen import Screen
@@ -37,7 +38,7 @@ __all__ = ["MainScreen"]
 class MainScreen(Screen[None]):
     """The console's one working screen."""
 
-    BINDINGS = bindings(read_only=False)
+    BINDINGS: ClassVar[list[BindingType]] = [*bindings(read_only=False)]
 
     def __init__(self, settings: TuiSettings) -> None:
         super().__init__(name="main")

@@ -97,6 +97,11 @@ class LogPanel(RichLog):
         for line in self._events if self.source == "events" else self._session_lines:
             self.write(line)
 
+    def texts(self) -> list[str]:
+        """The plain text of what the current source holds (oldest first)."""
+        lines = self._events if self.source == "events" else self._session_lines
+        return [line.plain for line in lines]
+
     @staticmethod
     def _keep(buffer: list[Text], lines: list[Text], limit: int) -> None:
         buffer.extend(lines)

@@ -157,7 +157,9 @@ class SessionsTable(DataTable[Text]):
 
     # ---------------------------------------------------------------- rows
 
-    def _render(self, session: dict[str, Any], now: float, only_ticking: bool) -> dict[str, Text]:
+    def _cells_for(
+        self, session: dict[str, Any], now: float, only_ticking: bool
+    ) -> dict[str, Text]:
         return {
             c.key: c.render(session, now, self._widths[c.key])
             for c in self._columns
@@ -165,7 +167,7 @@ class SessionsTable(DataTable[Text]):
         }
 
     def _add(self, sid: str, session: dict[str, Any], now: float) -> None:
-        cells = self._render(session, now, False)
+        cells = self._cells_for(session, now, False)
         self._cells[sid] = cells
         self.add_row(*(cells[c.key] for c in self._columns), key=sid)
 
@@ -196,7 +198,7 @@ class SessionsTable(DataTable[Text]):
         for sid in changed:
             session = view.sessions[sid]
             if sid in self._cells:
-                self._set(sid, self._render(session, now, False))
+                self._set(sid, self._cells_for(session, now, False))
             elif self.filter.matches(session):
                 new.append(sid)
         new.sort(key=lambda sid: sort_key(self.sort_by, view.sessions[sid]))
@@ -221,7 +223,7 @@ class SessionsTable(DataTable[Text]):
     def tick(self, view: PoolView, now: float) -> None:
         """Redraw the clock-driven cells (ages, elapsed starts) whose text changed."""
         for sid in self._cells:
-            self._set(sid, self._render(view.sessions[sid], now, True))
+            self._set(sid, self._cells_for(view.sessions[sid], now, True))
 
     def _sort(self, view: PoolView) -> None:
         def by(cell: IdCell) -> Any:

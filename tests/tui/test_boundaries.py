@@ -1,0 +1,50 @@
+"""Import boundaries and the key table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tui.keys import KEYS, bindings, markdown_table
+
+
+def test_backend_never_imports_textual_or_the_tui() -> None:
+    code = (
+        "import sys, backend.cli, backend.client, backend.service, backend.http_client\n"
+        "import backend.api.app\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui'))\n"
+        "print(bad)\n"
+        "raise SystemExit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_help_does_not_import_textual_or_kubernetes() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['podwarden', '--help']\n"
+        "import tui.cli\n"
+        "try:\n"
+        "    tui.cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'kubernetes'))\n"
+        "sys.stderr.write(repr(bad))\n"
+        "raise SystemExit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: podwarden" in result.stdout
+
+
+def test_read_only_bindings_leave_out_exactly_the_mutating_keys() -> None:
+    all_keys = {b.key for b in bindings(read_only=False)}
+    ro_keys = {b.key for b in bindings(read_only=True)}
+    assert all_keys - ro_keys == {k.keys for k in KEYS if k.mutating} == {"n", "r", "e"}
+
+
+def test_the_markdown_key_map_lists_every_key() -> None:
+    table = markdown_table()
+    for key in KEYS:
+        assert key.help in table
