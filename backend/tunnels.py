@@ -333,6 +333,11 @@ class _Link:
             transport = await connector(protocol)
         except asyncio.CancelledError:
             self._drop_client()
+            if self.upstream is not None and not self.upstream_lost:
+                # Connected just before the cancel: uvloop then closes the transport
+                # without calling connection_lost, so account for it here.
+                self.upstream.abort()
+                self.lost(from_client=False, exc=None)
             raise
         except Exception as e:  # refused, unreachable, timed out: drop the client now
             log.debug("relay %s: upstream connect failed: %r", self.relay.info.address, e)
@@ -402,11 +407,15 @@ class _Link:
 
     def lost(self, from_client: bool, exc: Exception | None) -> None:
         if from_client:
+            if self.client_lost:
+                return
             self.client_lost = True
             other = self.upstream
             if self.task is not None and not self.task.done():
                 self.task.cancel()
         else:
+            if self.upstream_lost:
+                return
             self.upstream_lost = True
             other = self.client
         if other is not None and not other.is_closing():

@@ -138,7 +138,7 @@ async def echo_relay() -> AsyncIterator[TcpRelay]:
     yield relay
     await relay.close()
     server.close()
-    await server.wait_closed()
+    await asyncio.wait_for(server.wait_closed(), 5)  # uvloop waits for its connections
 
 
 async def test_relay_echoes_and_counts(echo_relay: TcpRelay) -> None:
@@ -328,7 +328,10 @@ async def test_relay_leaks_no_file_descriptors() -> None:
         # Leave two connections open: close() must drop them.
         extra = [await asyncio.open_connection("127.0.0.1", relay.info.port) for _ in range(2)]
         await _until(lambda: relay.active_connections == 2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await relay.close()
+        assert loop.time() - started < 1, "close waited for connections that were gone"
         for _, writer in extra:
             writer.close()
         await asyncio.sleep(0)  # let the closes run their connection_lost callbacks
@@ -338,7 +341,40 @@ async def test_relay_leaks_no_file_descriptors() -> None:
     await one_round()
     await _until(lambda: _fd_count() == before)
     server.close()
-    await server.wait_closed()
+    await asyncio.wait_for(server.wait_closed(), 5)  # uvloop waits for its connections
+
+
+async def _close_while_connecting() -> None:
+    """Clients whose upstream is still being connected when the relay closes."""
+    server, port = await _serve(_echo)
+    plain = tcp_connector("127.0.0.1", port)
+    gate = asyncio.Event()
+
+    async def gated(protocol: asyncio.Protocol) -> asyncio.Transport:
+        transport = await plain(protocol)  # connected, but the relay has not heard yet
+        await gate.wait()
+        return transport
+
+    relay = await TcpRelay.open("127.0.0.1", 0, "127.0.0.1", port, connector=gated)
+    clients = [await asyncio.open_connection("127.0.0.1", relay.info.port) for _ in range(3)]
+    await _until(lambda: relay.active_connections == 3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await relay.close()
+    assert loop.time() - started < 1
+    assert relay.active_connections == 0
+    for reader, writer in clients:
+        try:
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 5)  # uvloop waits for its connections
+
+
+async def test_close_while_upstreams_are_connecting() -> None:
+    await _close_while_connecting()
 
 
 def test_relay_on_uvloop() -> None:
@@ -364,6 +400,7 @@ def test_relay_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+        runner.run(_close_while_connecting())
 
 
 # --------------------------------------------------------------------------- helpers
