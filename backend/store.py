@@ -97,7 +97,7 @@ _Op = Callable[[sqlite3.Connection], None]
 class _AfterCommit:
     """A callback the writer runs once the batch it arrived in is committed."""
 
-    callback: Callable[[], None]
+    callback: Callable[[], object]
 
 
 class Store:
@@ -144,7 +144,7 @@ class Store:
                     except queue.Empty:
                         break
                 stop = False
-                committed: list[Callable[[], None]] = []
+                committed: list[Callable[[], object]] = []
                 try:
                     with connection:
                         for item in batch:
