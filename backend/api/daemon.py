@@ -113,6 +113,7 @@ async def run_serve(
 def _banner(
     out: TextIO, settings: Settings, backend: Backend, server: ApiServer, token_source: str
 ) -> None:
+    """Address, warning if public, then the token line last (scripts wait for it)."""
     recovery = backend.recovery
     adopted = len(recovery.adopted) if recovery else 0
     _say(
@@ -120,10 +121,6 @@ def _banner(
         f"serving {server.url} (runtime {backend.runtime.describe()}, "
         f"capacity {settings.pool.max_sessions}, {adopted} sessions re-adopted)",
     )
-    if token_source == "env":
-        _say(out, "token: from PODWARDEN_TOKEN")
-    else:
-        _say(out, f"token: in {token_source} (send 'Authorization: Bearer <token>')")
     if not is_loopback(server.host):
         _say(
             out,
@@ -131,3 +128,7 @@ def _banner(
             "guards every route but /health, but traffic is plain HTTP (use a TLS proxy "
             "or an SSH tunnel)",
         )
+    if token_source == "env":
+        _say(out, "token: from PODWARDEN_TOKEN")
+    else:
+        _say(out, f"token: in {token_source} (send 'Authorization: Bearer <token>')")
