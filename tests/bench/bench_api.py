@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,12 +192,13 @@ async def _throughput(
 def throughput(server: Server, requests: list[bytes], concurrency: int, seconds: float) -> Load:
     """Requests per second at ``concurrency``, and the server's CPU time per request."""
     cpu = cpu_seconds(server.pid)
+    run: Callable[..., tuple[float, int]] = asyncio.run
     try:
         import uvloop
 
         run = uvloop.run
     except ImportError:
-        run = asyncio.run
+        pass
     rps, count = run(_throughput(server.port, requests, concurrency, seconds))
     return Load(rps, (cpu_seconds(server.pid) - cpu) / count * 1e6)
 
