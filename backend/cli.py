@@ -200,7 +200,7 @@ def _health_url(args: argparse.Namespace) -> str:
     address; else the configured one."""
     if args.url:
         return str(args.url)
-    from backend.api.daemon import ADDRESS_FILE
+    from backend.api.listen import ADDRESS_FILE
 
     settings = load_from_args(args)
     explicit = _given(args, os.environ, "host") or _given(args, os.environ, "port")

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from backend.api.server import ApiServer, bind_socket, is_loopback, serve_api
+from backend.api.listen import ADDRESS_FILE, bind_socket, is_loopback
+from backend.api.server import ApiServer, serve_api
 from backend.api.token import load_or_create_token
 from backend.config import Settings
 from backend.errors import PodwardenError
@@ -33,7 +34,6 @@ __all__ = ["ADDRESS_FILE", "run_serve"]
 log = logging.getLogger("podwarden")
 event_log = logging.getLogger("podwarden.events")
 
-ADDRESS_FILE = "api-url"
 _QUIET = frozenset({EventKind.REUSED, EventKind.LOG})
 
 

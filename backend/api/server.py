@@ -2,10 +2,11 @@
 
 The TUI process hosts backend, API and UI in one loop, so the server must not own the
 loop or the signals: ``EmbeddedServer`` turns off uvicorn's signal capture (the host
-decides what Ctrl+C means) and serves on a socket bound here, so a taken port raises
-``OSError`` to the caller instead of uvicorn's ``sys.exit``, and port 0 yields the real
-port at once. ``ApiServer.stop`` ends the event streams first (they would otherwise keep
-uvicorn's graceful shutdown waiting forever), then lets uvicorn close the connections.
+decides what Ctrl+C means) and serves on a socket bound beforehand
+(``listen.bind_socket``), so a taken port raises ``OSError`` to the caller instead of
+uvicorn's ``sys.exit``, and port 0 yields the real port at once. ``ApiServer.stop`` ends
+the event streams first (they would otherwise keep uvicorn's graceful shutdown waiting
+forever), then lets uvicorn close the connections.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from backend.api.app import make_api
+from backend.api.listen import bind_socket, is_loopback
 from backend.api.sse import SseHub
 from backend.service import Backend
 
@@ -43,34 +44,6 @@ class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (0: any free port); ``OSError`` if taken."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(2048)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class ApiServer:
