@@ -257,36 +257,35 @@ class LocalRuntime:
 
     async def list_owned(self) -> list[OwnedWorkload]:
         """Workloads recorded under ``sessions/`` (adopted when alive, their files removed
-        when dead) plus marked processes without a record (spawned just before a crash)."""
-        owned: list[OwnedWorkload] = []
-        seen: set[str] = set()
+        when dead) plus marked processes without a record (spawned just before a crash).
+
+        Dead ones are listed once, with ``alive`` False, and cleaned up; the readiness
+        checks of the live ones run concurrently.
+        """
+        found: dict[str, Workload] = dict(self._workloads)
         if self._sessions_dir.is_dir():
             for rundir in sorted(self._sessions_dir.iterdir()):
                 meta = rundir / "workload.json"
-                if not meta.is_file():
+                if rundir.name in found or not meta.is_file():
                     continue
-                workload = self._workloads.get(rundir.name)
-                if workload is None:
-                    workload = Workload.load(meta)
+                workload = Workload.load(meta)
                 if workload is None:
                     log.warning("ignoring unreadable %s", meta)
                     continue
-                seen.add(workload.session_id)
-                owned.append(await self._report(workload))
+                found[workload.session_id] = workload
         prefix = str(self._sessions_dir) + os.sep
         for pid, env in find_marked(MARKER, prefix).items():
             session_id = env.get("PODWARDEN_SESSION_ID", "")
             info = read_proc(pid)
-            if session_id in seen or info is None or not info.pid == info.pgid == info.sid:
-                continue  # a descendant, or recorded already
+            if session_id in found or info is None or not info.pid == info.pgid == info.sid:
+                continue  # recorded already, or a descendant
             workload = Workload.from_environ(pid, info.start_ticks, env, self._host)
             if workload is None:
                 continue
             log.warning("session %s: found unrecorded workload pid %s", session_id, pid)
             workload.write_meta()
-            seen.add(session_id)
-            owned.append(await self._report(workload))
-        return owned
+            found[session_id] = workload
+        return list(await asyncio.gather(*(self._report(w) for w in found.values())))
 
     async def open_tunnel(self, handle: WorkloadHandle, host: str, port: int) -> TcpRelay:
         return await TcpRelay.open(host, port, handle.host, handle.port)
@@ -423,8 +422,12 @@ class LocalRuntime:
             result = await check(
                 workload.host, workload.port, workload.readiness, workload.readiness_path, 1.0
             )
-            ready = workload.ready = result.ok
-        else:
+            ready = result.ok
+            if ready:  # never downgraded here: a busy moment is not a lost workload
+                workload.ready = True
+        elif workload.session_id not in self._workloads:
+            # Died while nobody watched: clean up now. A dead workload this runtime
+            # watches is left to the pool, which stops it (and may still want its log).
             report = await self.stop(workload.handle(), 0.0)
             if report.leftovers:
                 log.warning("session %s: leftovers: %s", workload.session_id, report.leftovers)

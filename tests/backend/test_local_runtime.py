@@ -521,3 +521,15 @@ async def test_http_check_reads_whole_answers_and_keeps_the_connection_open_mean
         await asyncio.wait_for(done.wait(), 2)  # we closed the connection ourselves
     finally:
         server.close()
+
+
+async def test_list_owned_leaves_a_watched_dead_workload_to_its_stop(env: Env) -> None:
+    spec = env.spec(demo(0))
+    handle = await env.start_ready(spec)
+    os.kill(int(handle.ref), signal.SIGKILL)
+    await asyncio.wait_for(env.lost_event.wait(), 5)
+    (owned,) = await env.runtime.list_owned()
+    assert not owned.alive
+    assert (spec.workdir / "workload.log").exists()  # still there for the pool to read
+    assert (await env.runtime.stop(handle, 1)).verified
+    assert await env.runtime.list_owned() == []
