@@ -120,6 +120,8 @@ async def test_oversized_chunked_body_is_413(api: httpx.AsyncClient) -> None:
         ("/events/recent?limit=-1", "limit"),
         ("/events/recent?limit=100000", "limit"),
         ("/events?kinds=ready&kinds=bogus", "kinds.1"),
+        ("/events/recent?limt=5", "limt"),
+        ("/sessions/x/logs?limit=5&follow=1", "follow"),
     ],
 )
 async def test_bad_query_parameters(api: httpx.AsyncClient, path: str, field: str) -> None:
