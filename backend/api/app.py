@@ -9,6 +9,7 @@ matching what ``Guard`` enforces.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fastapi import FastAPI
@@ -72,7 +73,7 @@ def make_api(
         description=_DESCRIPTION,
         docs_url=None,
         redoc_url=None,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        **_no_telemetry(),
     )
     hub = SseHub(backend.bus, heartbeat=heartbeat)
     app.state.backend = backend
@@ -96,6 +97,14 @@ def make_api(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _no_telemetry() -> dict[str, Any]:
+    """FastAPI releases with built-in OpenTelemetry take a ``telemetry`` option: off here,
+    since podwarden exports its own metrics and the hot path should not pay for spans."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
 
 
 def _name_templates(schema: dict[str, Any], names: list[str]) -> None:
