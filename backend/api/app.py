@@ -4,7 +4,8 @@ The app holds no state of its own beyond the event-stream hub: the backend is st
 stopped by whoever hosts it (``podwarden serve``, the TUI process, a test), so the same
 app runs in a daemon, next to the TUI in one event loop, or in a test on an in-memory
 runtime. The OpenAPI document declares the bearer scheme on every route but ``/health``,
-matching what ``Guard`` enforces.
+matching what ``Guard`` enforces. ``PodwardenApi`` is FastAPI with the warm-reuse shortcut
+(``fastpath``) in front of its middleware stack.
 """
 
 from __future__ import annotations
