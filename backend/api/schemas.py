@@ -94,6 +94,9 @@ class TunnelOut(BaseModel):
     port: int
     target_host: str
     target_port: int
+    listening: bool | None = Field(
+        default=None, description="Whether the local port accepts connections now."
+    )
 
 
 class SessionOut(BaseModel):
