@@ -20,7 +20,7 @@ status code through ``status`` and ``code``::
     ├── StoreError                    500 store
     ├── BackendUnreachable            (client side: the backend does not answer)
     ├── Unauthorized                  401 unauthorized
-    └── InvalidTransition             500 internal          (a bug: a state change that must not happen)
+    └── InvalidTransition             500 internal   (a bug: a forbidden state change)
 """
 
 from __future__ import annotations

@@ -47,6 +47,11 @@ class EventKind(str, Enum):
     LOG = "log"
 
 
+_NOT_IN_HISTORY = frozenset({EventKind.LOG, EventKind.REUSED})
+"""Kinds too frequent for the short history: thousands of reuses a second would push
+every eviction and failure out of it. Subscribers still see them."""
+
+
 @dataclass(frozen=True)
 class Event:
     """One thing that happened, with the session it concerns (if any)."""
@@ -150,7 +155,7 @@ class EventBus:
         """Build an event and hand it to every subscriber; never blocks."""
         event = Event(kind, message, session_id, user, data, time.time(), next(self._seq))
         self.published += 1
-        if kind is not EventKind.LOG:
+        if kind not in _NOT_IN_HISTORY:
             self._history.append(event)
         for subscriber in list(self._subscribers):
             subscriber._offer(event)
@@ -165,7 +170,7 @@ class EventBus:
         return subscription
 
     def recent(self, limit: int = 100, session_id: str | None = None) -> list[Event]:
-        """The last ``limit`` events (not log lines), oldest first."""
+        """The last ``limit`` events (not log lines, not reuses), oldest first."""
         events = [e for e in self._history if session_id is None or e.session_id == session_id]
         return events[-limit:]
 
