@@ -6,7 +6,9 @@ children (after a restart they were re-parented). ``/proc/<pid>/stat`` gives bot
 start time in clock ticks since boot (a pid reused later has a later start time) and the
 process group. A zombie counts as gone: it runs nothing and holds no port or file, and
 when it is not our child we cannot reap it (an init that does not reap leaves zombies of
-re-parented grandchildren forever).
+re-parented grandchildren forever). Only a zombie *process* counts: a main thread that
+exited while other threads still run shows "Z" too, and is told apart by the thread
+count.
 
 Every workload also carries a marker in its environment (``PODWARDEN_RUNTIME_DIR``), which
 its descendants inherit; ``find_marked`` finds processes that left the group (a
@@ -41,10 +43,13 @@ class ProcInfo:
     pgid: int
     sid: int
     start_ticks: int
+    threads: int = 1
 
     @property
     def zombie(self) -> bool:
-        return self.state in ("Z", "X")
+        """Dead, waiting to be reaped. A main thread that exited while other threads of
+        the process still run also shows "Z", but the process is not dead yet."""
+        return self.state in ("Z", "X") and self.threads <= 1
 
 
 def read_proc(pid: int) -> ProcInfo | None:
@@ -66,6 +71,7 @@ def read_proc(pid: int) -> ProcInfo | None:
             pgid=int(rest[2]),
             sid=int(rest[3]),
             start_ticks=int(rest[19]),
+            threads=int(rest[17]),
         )
     except (IndexError, ValueError):
         return None

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import secrets
+import selectors
 import signal
 import socketserver
 import sys
@@ -37,12 +38,6 @@ _REASONS = {
     405: "Method Not Allowed",
     503: "Service Unavailable",
 }
-
-
-class _Stop(BaseException):
-    """Raised by the SIGTERM handler to leave ``serve_forever``; a ``BaseException`` (like
-    ``KeyboardInterrupt``) so that the server's per-request ``except Exception`` cannot
-    swallow it when the signal lands while a request is being dispatched."""
 
 
 class DemoState:
@@ -191,18 +186,39 @@ class DemoServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.state = state
 
 
+def serve_until_signalled(server: DemoServer) -> int:
+    """Accept connections until SIGTERM or SIGINT; return the signal number.
+
+    The signals only wake the selector (through ``signal.set_wakeup_fd``): no exception
+    is raised into whatever the main thread happens to be doing, so a signal that lands
+    while a request is being dispatched cannot be swallowed or leave a lock half-taken.
+    """
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)  # a Python handler, so the fd is written
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ, "accept")
+            selector.register(wake_r, selectors.EVENT_READ, "signal")
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "signal":
+                        return os.read(wake_r, 64)[0]
+                    server.handle_request()
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.workloads.demo")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--login-delay", type=float, default=2.0)
     args = parser.parse_args(argv)
-
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let cleanup finish
-        raise _Stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     user = os.environ.get("PODWARDEN_USER", "nobody")
     state = DemoState(user, args.login_delay)
     try:
@@ -218,12 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log(f"logged in as {user}")
     try:
-        server.serve_forever(poll_interval=3600)
-    except _Stop:
-        pass
+        signum = serve_until_signalled(server)
     finally:
         server.server_close()
-    log("stopped")
+    log(f"stopped ({signal.Signals(signum).name})")
     return 0
 
 

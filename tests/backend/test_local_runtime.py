@@ -130,7 +130,7 @@ async def test_workload_output_reaches_session_logs_and_log_events(env: Env) -> 
     assert "logged in as alice" in lines
     assert any("GET /keepalive 200" in line for line in lines)
     await env.runtime.stop(handle, 5)
-    assert env.runtime.logs(spec.session_id)[-1] == "stopped"  # read before the dir went
+    assert env.runtime.logs(spec.session_id)[-1] == "stopped (SIGTERM)"  # read before rmtree
 
 
 async def test_early_exit_fails_fast_with_exit_code_and_log_tail(env: Env) -> None:
@@ -533,3 +533,29 @@ async def test_list_owned_leaves_a_watched_dead_workload_to_its_stop(env: Env) -
     assert (spec.workdir / "workload.log").exists()  # still there for the pool to read
     assert (await env.runtime.stop(handle, 1)).verified
     assert await env.runtime.list_owned() == []
+
+
+async def test_a_process_whose_main_thread_exited_still_counts_as_running(env: Env) -> None:
+    """Its main thread shows "Z" in /proc while another thread serves: not dead yet."""
+    code = (
+        "import ctypes, socket, sys, threading\n"
+        "server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n"
+        "def serve():\n"
+        "    while True:\n"
+        "        server.accept()[0].close()\n"
+        "threading.Thread(target=serve).start()\n"
+        "print('main thread leaving', flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    template = Template(name="headless", command=[sys.executable, "-c", code, "{port}"])
+    spec = env.spec(template)
+    handle = await env.start_ready(spec)
+    pid = int(handle.ref)
+    await _until(lambda: getattr(read_proc(pid), "state", "") == "Z", "main thread still runs")
+    info = read_proc(pid)
+    assert info is not None and info.threads > 1 and not info.zombie
+    probe = await env.runtime.probe(handle, template)
+    assert probe.alive and not probe.gone
+    report = await env.runtime.stop(handle, 5)
+    assert report.verified
+    assert read_proc(pid) is None  # really ended, and reaped
