@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 META_VERSION = 1
 _MAX_LINE = 2000
 """Characters kept of one log line."""
+_TRIM_AT = 16 << 20
+"""Bytes of a workload's log read since the last trim after which it is trimmed."""
+_TRIM_KEEP = 1 << 20
+"""Bytes at the end of a log that a trim keeps on disk (for error messages)."""
 _DETACHED: list[subprocess.Popen[bytes]] = []
 """Children left running when a runtime closes: kept referenced so that Python does not
 warn about (or try to reap) them; a later runtime adopts and reaps them."""
@@ -305,6 +309,7 @@ class LogTail:
         self._session_id = session_id
         self._logs = logs
         self._offset = 0
+        self._trimmed = 0
         self._partial = b""
         if from_end:
             with contextlib.suppress(OSError):
@@ -320,7 +325,7 @@ class LogTail:
         except OSError:
             return False
         if size < self._offset:  # truncated or replaced: start over
-            self._offset, self._partial = 0, b""
+            self._offset, self._trimmed, self._partial = 0, 0, b""
         if size == self._offset:
             return False
         try:
@@ -337,7 +342,24 @@ class LogTail:
             self._partial = b""
         for line in lines:
             self._emit(line)
+        if self._offset - self._trimmed >= _TRIM_AT:
+            self._trim()
         return True
+
+    def _trim(self) -> None:
+        """Keep the file's disk use bounded: free the blocks of what was read, except
+        the last ``_TRIM_KEEP`` bytes, by punching a hole. Unlike copy-and-truncate
+        this loses nothing and races with nothing: the file keeps its size and the
+        workload keeps appending. Filesystems without hole punching keep the file."""
+        end = (self._offset - _TRIM_KEEP) & ~4095
+        if end <= self._trimmed:
+            return
+        try:
+            with open(self._path, "rb+") as f:
+                _punch_hole(f.fileno(), end)
+        except OSError as e:
+            log.info("cannot trim %s (%s); it keeps growing", self._path, e)
+        self._trimmed = end
 
     def _emit(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
@@ -376,3 +398,16 @@ def read_log_tail(path: Path, count: int = 20) -> list[str]:
         return []
     lines = data.decode("utf-8", "replace").splitlines()
     return [line[:300] for line in lines if line.strip()][-count:]
+
+
+def _punch_hole(fd: int, length: int) -> None:
+    """``fallocate(PUNCH_HOLE | KEEP_SIZE)`` over the first ``length`` bytes of ``fd``."""
+    import ctypes  # only here: most sessions never log enough to need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = libc.fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    punch_hole_keep_size = 0x02 | 0x01
+    if fallocate(fd, punch_hole_keep_size, 0, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

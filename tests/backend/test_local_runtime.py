@@ -21,6 +21,7 @@ from backend.errors import StartError
 from backend.events import EventBus, EventKind
 from backend.logs import SessionLogs
 from backend.models import WorkloadHandle
+from backend.runtime import local_workload
 from backend.runtime.base import Runtime, WorkloadSpec
 from backend.runtime.checks import check, http_get_status
 from backend.runtime.local import MARKER, LocalRuntime
@@ -559,3 +560,51 @@ async def test_a_process_whose_main_thread_exited_still_counts_as_running(env: E
     report = await env.runtime.stop(handle, 5)
     assert report.verified
     assert read_proc(pid) is None  # really ended, and reaped
+
+
+async def test_a_chatty_workload_log_is_trimmed_on_disk_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_workload, "_TRIM_AT", 64 * 1024)
+    monkeypatch.setattr(local_workload, "_TRIM_KEEP", 16 * 1024)
+    logs = SessionLogs(EventBus(), limit=100_000)
+    runtime = LocalRuntime(tmp_path, logs)
+    code = (
+        "import socket, sys, time\n"
+        "server = socket.create_server(('127.0.0.1', int(sys.argv[1])))\n"
+        "for i in range(20000):\n"
+        "    print(f'line {i:05d} ' + 'x' * 40)\n"
+        "    if i % 2000 == 0:\n"
+        "        sys.stdout.flush(); time.sleep(0.02)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    template = Template(name="chatty", command=[sys.executable, "-c", code, "{port}"])
+    spec = WorkloadSpec("s-chatty", "u", template, tmp_path / "sessions" / "s-chatty")
+    handle = await runtime.start(spec, lambda _: None)
+    try:
+        await runtime.wait_ready(handle, spec, 20, lambda _: None)
+        await _until(lambda: logs.get("s-chatty")[-1:] == ["done"], "the log never ended", 20)
+        lines = logs.get("s-chatty")
+        assert lines[:-1] == [f"line {i:05d} " + "x" * 40 for i in range(20000)]
+        stat = (spec.workdir / "workload.log").stat()
+        assert stat.st_size > 1_000_000  # the file keeps its size...
+        if _can_punch_holes(tmp_path):
+            assert stat.st_blocks * 512 < 300_000  # ...but not its blocks
+        assert local_workload.read_log_tail(spec.workdir / "workload.log", 1) == ["done"]
+    finally:
+        await runtime.stop(handle, 5)
+        await runtime.close()
+
+
+def _can_punch_holes(directory: Path) -> bool:
+    probe = directory / "punch-probe"
+    probe.write_bytes(b"x" * 8192)
+    try:
+        with open(probe, "rb+") as f:
+            local_workload._punch_hole(f.fileno(), 4096)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
