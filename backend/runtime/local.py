@@ -108,11 +108,15 @@ class LocalRuntime:
         if not template.command:
             raise StartError(f"template {template.name!r} has no command", retryable=False)
         current = self._workloads.get(spec.session_id)
-        if current is not None and not current.exited.is_set():
-            raise StartError(
-                f"session {spec.session_id} already has a workload (pid {current.pid})",
-                retryable=False,
-            )
+        if current is not None:
+            if not current.exited.is_set():
+                raise StartError(
+                    f"session {spec.session_id} already has a workload (pid {current.pid})",
+                    retryable=False,
+                )
+            # It died and nobody stopped it: clear what is left of it (stragglers in
+            # its group, its watch and log tail) before a new one takes its place.
+            await self.stop(current.handle(), 0.0)
         on_phase("launching")
         rundir = self._sessions_dir / spec.session_id
         workdir = Path(spec.workdir)

@@ -608,3 +608,16 @@ def _can_punch_holes(directory: Path) -> bool:
         return False
     finally:
         probe.unlink()
+
+
+async def test_starting_again_after_an_unstopped_death_clears_the_old_one(env: Env) -> None:
+    spec = env.spec(demo(0))
+    first = await env.start_ready(spec)
+    os.kill(int(first.ref), signal.SIGKILL)
+    await asyncio.wait_for(env.lost_event.wait(), 5)
+    second = await env.start_ready(spec)  # no stop in between
+    assert second.ref != first.ref
+    assert read_proc(int(first.ref)) is None
+    probe = await env.runtime.probe(second, spec.template)
+    assert probe.alive
+    assert (await env.runtime.stop(second, 5)).verified
