@@ -267,6 +267,9 @@ class Workload:
             return
         if self.exit_code is not None:
             return
+        info = read_proc(self.pid)
+        if info is None or (self.start_ticks and info.start_ticks != self.start_ticks):
+            return  # reaped already, or the pid is another process now: not ours to reap
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
