@@ -43,11 +43,11 @@ _REASONS = {
 class DemoState:
     """What the workload knows about itself."""
 
-    def __init__(self, user: str, login_delay: float) -> None:
+    def __init__(self, user: str) -> None:
         self.user = user
         self.session_id = os.environ.get("PODWARDEN_SESSION_ID", "")
         self.started = time.time()
-        self._ready_at = time.monotonic() + max(0.0, login_delay)
+        self._logged_in = threading.Event()
         named = os.environ.get("PODWARDEN_CREDENTIALS", "").split(",")
         self.credentials = sorted(name for name in named if name and name in os.environ)
         self.keepalives = 0
@@ -57,7 +57,12 @@ class DemoState:
 
     @property
     def logged_in(self) -> bool:
-        return time.monotonic() >= self._ready_at
+        return self._logged_in.is_set()
+
+    def log_in(self) -> None:
+        """End the pretended login: say so first, so the line precedes every 200."""
+        log(f"logged in as {self.user}")
+        self._logged_in.set()
 
     def whoami(self) -> dict[str, Any]:
         return {
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--login-delay", type=float, default=2.0)
     args = parser.parse_args(argv)
     user = os.environ.get("PODWARDEN_USER", "nobody")
-    state = DemoState(user, args.login_delay)
+    state = DemoState(user)
     try:
         server = DemoServer(args.port, state)
     except OSError as e:
@@ -228,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     log(f"listening on 127.0.0.1:{args.port}; logging in...")
     if args.login_delay > 0:
-        timer = threading.Timer(args.login_delay, log, args=(f"logged in as {user}",))
+        timer = threading.Timer(args.login_delay, state.log_in)
         timer.daemon = True
         timer.start()
     else:
-        log(f"logged in as {user}")
+        state.log_in()
     try:
         signum = serve_until_signalled(server)
     finally:
