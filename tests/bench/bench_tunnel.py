@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ CHUNK = 1024 * 1024
 # --------------------------------------------------------------------------- roles
 
 
-def _serve(port: int, handler: object) -> None:
+def _serve(port: int, handler: Callable[[socket.socket], None]) -> None:
     listener = socket.create_server(("127.0.0.1", port), backlog=64)
 
     def accept_loop() -> None:
