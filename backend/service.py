@@ -41,7 +41,13 @@ def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtim
         return KubernetesRuntime(kube, logs, bus, propagation=kube.delete_propagation)
     from backend.runtime.local import LocalRuntime
 
-    return LocalRuntime(Path(settings.state_dir), logs, host="127.0.0.1")
+    tunnels = settings.tunnels
+    return LocalRuntime(
+        Path(settings.state_dir),
+        logs,
+        host="127.0.0.1",
+        avoid_ports=range(tunnels.port_min, tunnels.port_max + 1),
+    )
 
 
 class Backend:
@@ -158,6 +164,7 @@ class Backend:
             for sid, s in sessions.items()
             if s.state.is_live or s.state is SessionState.TERMINATING
         }
+        owned = [w for w in owned if w.alive]
         self.runtime_workloads = len(owned)
         owned_ids = {w.session_id for w in owned}
         self.orphans = {w.session_id: w for w in owned if w.session_id not in known_live}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,6 @@ def settings(tmp_path: Path) -> Settings:
     return s
 
 
-
-
 @pytest.fixture
 async def memory_backend(settings: Settings) -> AsyncIterator[Backend]:
     """A started backend on the in-memory runtime (no processes), persisted to SQLite."""
@@ -44,3 +44,27 @@ async def memory_backend(settings: Settings) -> AsyncIterator[Backend]:
     await backend.start()
     yield backend
     await backend.stop(stop_sessions=True)
+
+
+class _LoginPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server wants)
+        body = b"<!doctype html><title>login</title><p>welcome</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def page_url() -> Iterator[str]:
+    """A page this test serves on 127.0.0.1, for a browser session to log in on."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/login"
+    server.shutdown()
+    server.server_close()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,30 +25,6 @@ pytestmark = [
     pytest.mark.chromium,
     pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary on PATH"),
 ]
-
-
-class _Page(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server wants)
-        body = b"<!doctype html><title>login</title><p>welcome</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def page_url() -> Iterator[str]:
-    """A page served by the test on 127.0.0.1, for the browser to set a cookie on."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/login"
-    server.shutdown()
-    server.server_close()
 
 
 async def test_cookie_set_through_the_tunnel_survives_reconnect_and_restart(

@@ -9,9 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,30 +23,6 @@ from tests.backend.conftest import free_port_range
 from tests.backend.host_backend import crash_settings
 
 HERE = Path(__file__).resolve().parent
-
-
-class _LoginPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server wants)
-        body = b"<!doctype html><title>login</title><p>welcome</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def page_url() -> Iterator[str]:
-    """A page this test serves on 127.0.0.1, for a browser session to log in on."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/login"
-    server.shutdown()
-    server.server_close()
 
 
 def pid_alive(pid: int) -> bool:
@@ -214,6 +188,8 @@ async def test_kill_9_of_the_host_loses_no_session_and_leaks_no_workload(
     assert len(running_before) == 3
     host.send_signal(signal.SIGKILL)
     host.wait(10)
+    host.stdin.close()
+    host.stdout.close()
     assert workload_pids(state_dir) == running_before, "workloads outlive a crashed host"
 
     backend = Backend(local_settings)
