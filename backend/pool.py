@@ -135,6 +135,8 @@ class SessionPool:
         self._primary: dict[Key, str] = {}
         self._is_primary: set[str] = set()
         self._inflight: dict[Key, asyncio.Future[Session]] = {}
+        self._flights: dict[asyncio.Future[Session], Session] = {}
+        """The session each start future will resolve to, once it exists."""
         self._lru: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._user_lru: dict[str, collections.OrderedDict[str, None]] = {}
         self._live = 0
@@ -280,17 +282,15 @@ class SessionPool:
         future, reused = self._acquire_future(user, template, reuse, credentials, nowait=True)
         if reused is not None:
             return AcquireResult(reused, False, (time.perf_counter() - started) * 1000)
-        key = (user, self.template(template).name)
-        for session in self._sessions.values():
-            if session.state is SessionState.STARTING and self._future_of(session) is future:
-                return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
-        sid = self._primary.get(key)
-        if sid is not None:
-            return AcquireResult(self._sessions[sid], True, (time.perf_counter() - started) * 1000)
-        raise CapacityError("the pool is full; the session would have to wait for room")
-
-    def _future_of(self, session: Session) -> asyncio.Future[Session] | None:
-        return getattr(session, "_future", None)
+        assert future is not None
+        session = self._flights.get(future)
+        if session is None:  # the start is still queued for room in the pool
+            raise CapacityError(
+                "the pool is full: this session would have to wait for room; "
+                'retry later or ask with "wait": true',
+                retry_after=max(1.0, self.settings.pool.min_idle_before_evict),
+            )
+        return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
 
     def _acquire_future(
         self,
@@ -506,7 +506,7 @@ class SessionPool:
                 self.metrics.acquires["refused"] += 1
                 raise CapacityError(self._capacity_message(user), retry_after=5)
             session = self._new_session(user, template, primary=primary)
-            session._future = future  # type: ignore[attr-defined]
+            self._flights[future] = session
             self._spawn_start(session, template, credentials, future, victim, key, primary)
         else:
             self._spawn(
@@ -551,7 +551,7 @@ class SessionPool:
             if primary and self._inflight.get(key) is future:
                 del self._inflight[key]
             return
-        session._future = future  # type: ignore[attr-defined]
+        self._flights[future] = session
         self._spawn_start(session, template, credentials, future, victim, key, primary)
 
     def _new_session(self, user: str, template: Template, *, primary: bool) -> Session:
@@ -599,14 +599,37 @@ class SessionPool:
     ) -> None:
         if credentials:
             self._credentials[session.session_id] = credentials
-        task = self._spawn(
-            self._start(session, template, future, victim, key),
-            f"start {session.session_id}",
+        self._track_start(
+            session,
+            self._spawn(
+                self._start(session, template, future, victim, key),
+                f"start {session.session_id}",
+            ),
+            future,
+            key,
         )
+
+    def _track_start(
+        self, session: Session, task: asyncio.Task[Any], future: asyncio.Future[Session], key: Key
+    ) -> None:
+        """Remember a session's start task; when it ends, however it ends (even cancelled
+        before it ran), its waiters are answered and the single-flight entry is cleared."""
         self._start_tasks[session.session_id] = task
-        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+
+        def done(_: asyncio.Task[Any]) -> None:
+            if self._start_tasks.get(session.session_id) is task:
+                del self._start_tasks[session.session_id]
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+            self._settle(
+                future,
+                StartError("the session was deleted while it was starting", retryable=False),
+            )
+
+        task.add_done_callback(done)
 
     def _settle(self, future: asyncio.Future[Session], result: Session | BaseException) -> None:
+        self._flights.pop(future, None)
         if future.done():
             return
         if isinstance(result, BaseException):
@@ -626,6 +649,8 @@ class SessionPool:
         """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready."""
         started = time.monotonic()
         try:
+            if session.state is not SessionState.STARTING:
+                raise asyncio.CancelledError  # deleted before this task got to run
             await self._start_workload(session, template)
             if victim is not None:
                 session.phase = "waiting for evicted session's cleanup"
@@ -633,6 +658,8 @@ class SessionPool:
                 if stop is not None:
                     await asyncio.shield(stop)
             await self._open_tunnel(session)
+            if session.state is not SessionState.STARTING:
+                raise asyncio.CancelledError  # deleted while the last step ran
             session.transition(SessionState.READY)
         except asyncio.CancelledError:
             self._settle(
@@ -968,12 +995,11 @@ class SessionPool:
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         if self._primary.get(key) == session.session_id:
             self._inflight[key] = future
-        session._future = future  # type: ignore[attr-defined]
+        self._flights[future] = session
         task = self._spawn(
             self._recycle(session, template, future, key), f"recycle {session.session_id}"
         )
-        self._start_tasks[session.session_id] = task
-        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+        self._track_start(session, task, future, key)
 
     async def _recycle(
         self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
@@ -1029,13 +1055,12 @@ class SessionPool:
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         if self._primary.get(key) == session.session_id:
             self._inflight[key] = future
-        session._future = future  # type: ignore[attr-defined]
+        self._flights[future] = session
         task = self._spawn(
             self._finish_adopted_start(session, template, future, key),
             f"adopt {session.session_id}",
         )
-        self._start_tasks[session.session_id] = task
-        task.add_done_callback(lambda _t: self._start_tasks.pop(session.session_id, None))
+        self._track_start(session, task, future, key)
 
     async def _finish_adopted_start(
         self, session: Session, template: Template, future: asyncio.Future[Session], key: Key

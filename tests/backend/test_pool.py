@@ -271,3 +271,29 @@ async def test_health_counts(memory_backend: Backend) -> None:
     runtime_of(memory_backend).unhealthy = True
     degraded = memory_backend.health()
     assert degraded.status == "degraded" and "simulated outage" in degraded.degraded_reasons[0]
+
+
+async def test_deleting_right_after_a_nowait_acquire_starts_nothing(
+    memory_backend: Backend,
+) -> None:
+    runtime = runtime_of(memory_backend)
+    with memory_backend.bus.subscribe() as events:
+        started = memory_backend.pool.acquire_nowait("a")
+        memory_backend.pool.delete(started.session.session_id)  # before its start task ran
+        await memory_backend.pool.terminate(started.session.session_id)
+        kinds = [e.kind for e in iter(events.get_nowait, None)]
+    assert started.session.state is SessionState.TERMINATED
+    assert EventKind.FAILED not in kinds and EventKind.CLEANUP_VERIFIED in kinds
+    assert runtime.calls.get("start", 0) == 0 and runtime.workloads == {}
+    again = await asyncio.wait_for(memory_backend.pool.acquire("a"), 2)
+    assert again.is_new_session and again.session.session_id != started.session.session_id
+
+
+async def test_nowait_refuses_when_the_start_would_have_to_queue(
+    memory_backend: Backend,
+) -> None:
+    settings = memory_backend.settings.pool
+    settings.when_full, settings.max_sessions = "queue", 1
+    await memory_backend.pool.acquire("a")
+    with pytest.raises(CapacityError, match=r"full \(1/1\)"):
+        memory_backend.pool.acquire_nowait("b")
