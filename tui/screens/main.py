@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import Footer
 
 from tui.keys import KEYS, bindings
 from tui.model import SORTS, Filter
@@ -54,7 +53,8 @@ class MainScreen(Screen[None]):
         self.gauges = CapacityGauges(id="gauges")
         self.table = SessionsTable(id="sessions")
         self.detail = DetailPane(settings.localtime, id="detail")
-        self.log_panel = LogPanel(settings.log_lines, settings.localtime, id="log")
+        batch = settings.flush_interval
+        self.log_panel = LogPanel(settings.log_lines, settings.localtime, batch, id="log")
         self._ticked_at = 0.0
 
     @property
@@ -71,6 +71,7 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.table.on_select = self._selected_changed
         self.table.border_title = "Sessions"
         self.detail.border_title = "Session"
         self.log_panel.border_title = "Events"
@@ -140,8 +141,7 @@ class MainScreen(Screen[None]):
         """Move the cursor to ``session_id`` if it is shown."""
         self.table._select(session_id)
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    def _selected_changed(self, session_id: str | None) -> None:
         self._show_detail(self.papp.clock())
         if self.log_panel.source == "session":
             self._follow_selected()

@@ -46,6 +46,7 @@ class DetailPane(VerticalScroll):
         self._localtime = localtime
         self._body = Static(Text("No session selected", style="dim"))
         self._last: Text | None = None
+        self._height = -1
 
     def compose(self) -> ComposeResult:
         yield self._body
@@ -60,7 +61,12 @@ class DetailPane(VerticalScroll):
             text = Text("No session selected: ↑/↓ picks one, n starts one.", style="dim")
         if self._last is None or text.plain != self._last.plain:
             self._last = text
-            self._body.update(text)
+            # A layout pass redraws the whole screen (~25 ms with a big table): only ask
+            # for one when the text's height changes, not on every cursor move.
+            width = self._body.size.width
+            height = len(text.wrap(self.app.console, width)) if width > 0 else -1
+            self._body.update(text, layout=height != self._height or height < 0)
+            self._height = height
 
     def _when(self, ts: float | None, now: float) -> str:
         if ts is None:

@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.events import Resize
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import RichLog
 
 from tui.format import clock_time
@@ -64,6 +65,7 @@ class LogPanel(RichLog):
         self,
         max_lines: int = 1000,
         localtime: Callable[[float], time.struct_time] = time.localtime,
+        batch: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(max_lines=max_lines, wrap=True, markup=False, auto_scroll=True, **kwargs)
@@ -72,6 +74,9 @@ class LogPanel(RichLog):
         self._session_lines: list[Text] = []
         self._max = max_lines
         self._width = 0
+        self._batch = batch
+        self._unwritten: list[Text] = []
+        self._flush_timer: Timer | None = None
 
     def _title(self) -> str:
         if self.source == "session":
@@ -92,7 +97,25 @@ class LogPanel(RichLog):
             self._width = width
             self._rewrite()
 
+    def _emit(self, lines: list[Text]) -> None:
+        """Write ``lines`` soon: lines arriving within ``batch`` seconds are written
+        together, so 50 events a second cost a few frames, not fifty."""
+        if self._batch <= 0:
+            for line in lines:
+                self.write(line)
+            return
+        self._unwritten.extend(lines)
+        if self._flush_timer is None:
+            self._flush_timer = self.set_timer(self._batch, self._write_unwritten)
+
+    def _write_unwritten(self) -> None:
+        self._flush_timer = None
+        lines, self._unwritten = self._unwritten[-self._max :], []
+        for line in lines:
+            self.write(line)
+
     def _rewrite(self) -> None:
+        self._unwritten.clear()
         self.clear()
         for line in self._events if self.source == "events" else self._session_lines:
             self.write(line)
@@ -113,8 +136,7 @@ class LogPanel(RichLog):
         lines = [event_line(e, self._localtime) for e in events]
         self._keep(self._events, lines, self._max)
         if self.source == "events":
-            for line in lines:
-                self.write(line)
+            self._emit(lines)
 
     def add_error(self, title: str, message: str, ts: float) -> None:
         """Record a failed command as an ``error`` line."""
@@ -141,8 +163,7 @@ class LogPanel(RichLog):
         if self.source == "session" and session_id == self.followed:
             new = [_log_line(line) for line in lines]
             self._keep(self._session_lines, new, self._max)
-            for line in new:
-                self.write(line)
+            self._emit(new)
 
 
 def _log_line(line: str) -> Text:

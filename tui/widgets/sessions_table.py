@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.reactive import reactive
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from tui.format import clip, duration, ref_text, state_text, tunnel_text
 from tui.model import Filter, PoolView, sort_key
@@ -44,8 +45,10 @@ class Column:
     label: str
     width: int
     render: Render
+    fields: tuple[str, ...]
+    """The session fields the cell is made from: it is redrawn only when one changes."""
     ticking: bool = False
-    """Depends on the clock (redrawn by ``tick``)."""
+    """Depends on the clock too (redrawn by ``tick``)."""
 
 
 def _plain(text: str, style: str = "") -> Text:
@@ -59,15 +62,36 @@ def _ago(field: str) -> Render:
 COLUMNS: dict[str, Column] = {
     c.key: c
     for c in (
-        Column("state", "STATE", 12, lambda s, now, w: state_text(s, now, w), True),
-        Column("id", "SESSION", 0, lambda s, now, w: IdCell(s["session_id"], w)),
-        Column("user", "USER", 9, lambda s, now, w: _plain(clip(s["user"], w))),
-        Column("template", "TEMPLATE", 9, lambda s, now, w: _plain(clip(s["template"], w))),
-        Column("age", "AGE", 5, _ago("created_at"), True),
-        Column("idle", "IDLE", 5, _ago("last_used_at"), True),
-        Column("uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0)))),
-        Column("tunnel", "TUNNEL", 8, lambda s, now, w: tunnel_text(s, w)),
-        Column("ref", "PID/POD", 10, lambda s, now, w: _plain(clip(ref_text(s), w))),
+        Column(
+            "state",
+            "STATE",
+            12,
+            lambda s, now, w: state_text(s, now, w),
+            ("state", "phase", "created_at"),
+            True,
+        ),
+        Column("id", "SESSION", 0, lambda s, now, w: IdCell(s["session_id"], w), ()),
+        Column("user", "USER", 9, lambda s, now, w: _plain(clip(s["user"], w)), ("user",)),
+        Column(
+            "template",
+            "TEMPLATE",
+            9,
+            lambda s, now, w: _plain(clip(s["template"], w)),
+            ("template",),
+        ),
+        Column("age", "AGE", 5, _ago("created_at"), ("created_at",), True),
+        Column("idle", "IDLE", 5, _ago("last_used_at"), ("last_used_at",), True),
+        Column(
+            "uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0))), ("use_count",)
+        ),
+        Column("tunnel", "TUNNEL", 8, lambda s, now, w: tunnel_text(s, w), ("tunnel", "state")),
+        Column(
+            "ref",
+            "PID/POD",
+            10,
+            lambda s, now, w: _plain(clip(ref_text(s), w)),
+            ("runtime_ref", "runtime"),
+        ),
     )
 }
 
@@ -117,6 +141,12 @@ class SessionsTable(DataTable[Text]):
         self._cells: dict[str, dict[str, Text]] = {}
         self._fitted_for = -1
         self.filter = Filter()
+        self._offscreen: set[str] = set()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._view: PoolView | None = None
+        self._now = 0.0
+        self.on_select: Callable[[str | None], None] | None = None
+        """Called with the new session id when the cursor changes rows."""
 
     # ---------------------------------------------------------------- layout
 
@@ -140,9 +170,12 @@ class SessionsTable(DataTable[Text]):
 
     def rebuild(self, view: PoolView, now: float) -> None:
         """Declare the columns, then add every matching row (after fit, filter or sort)."""
+        self._view, self._now = view, now
+        self._offscreen.clear()
         keep = self.selected_id
         self.clear(columns=True)
         self._cells.clear()
+        self._docs.clear()
         for col in self._columns:
             self.add_column(self._label(col), width=self._widths[col.key], key=col.key)
         for sid in view.ordered(self.sort_by, self.sort_reverse, self.filter):
@@ -160,27 +193,103 @@ class SessionsTable(DataTable[Text]):
     def _cells_for(
         self, session: dict[str, Any], now: float, only_ticking: bool
     ) -> dict[str, Text]:
+        # Of the clock-driven cells, the state cell only ticks while a session starts.
+        starting = session.get("state") == "starting"
         return {
             c.key: c.render(session, now, self._widths[c.key])
             for c in self._columns
-            if c.ticking or not only_ticking
+            if not only_ticking or (c.ticking and (starting or c.key != "state"))
+        }
+
+    def _changed_cells(
+        self, old: dict[str, Any], new: dict[str, Any], now: float
+    ) -> dict[str, Text]:
+        """Cells of the columns whose source fields differ between two documents."""
+        return {
+            c.key: c.render(new, now, self._widths[c.key])
+            for c in self._columns
+            if any(old.get(f) != new.get(f) for f in c.fields)
         }
 
     def _add(self, sid: str, session: dict[str, Any], now: float) -> None:
         cells = self._cells_for(session, now, False)
         self._cells[sid] = cells
+        self._docs[sid] = session
         self.add_row(*(cells[c.key] for c in self._columns), key=sid)
 
-    def _set(self, sid: str, cells: dict[str, Text]) -> None:
+    def _diff(self, sid: str, cells: dict[str, Text], out: list[tuple[str, str, Text]]) -> None:
+        """Collect the cells of row ``sid`` whose text or style differ from what is shown."""
         old = self._cells[sid]
         for key, cell in cells.items():
             previous = old[key]
             if previous.plain != cell.plain or previous.style != cell.style:
                 old[key] = cell
+                out.append((sid, key, cell))
+
+    def _visible_ids(self) -> set[str]:
+        """Session ids of the rows on screen now (the header takes one line)."""
+        first = int(self.scroll_y)
+        last = min(self.row_count, first + max(1, self.size.height))
+        return {
+            str(self.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value)
+            for row in range(first, last)
+        }
+
+    def _write(self, updates: list[tuple[str, str, Text]]) -> None:
+        """Put changed cells into the table; redraw only if one of them is on screen.
+
+        ``update_cell`` refreshes the widget on every call, and any change makes
+        Textual re-render every visible line (its caches are keyed by a table-wide
+        update count). So cells are stored directly (``_data`` and ``_update_count``,
+        exactly what ``update_cell`` sets), the count is bumped once, and only when a
+        changed row is visible; changed rows off screen are remembered and redrawn
+        when scrolled into view (``watch_scroll_y``). Falls back to ``update_cell``
+        should a Textual release rename those attributes.
+        """
+        if not updates:
+            return
+        data = getattr(self, "_data", None)
+        if data is None or not hasattr(self, "_update_count"):
+            for sid, key, cell in updates:
                 self.update_cell(sid, key, cell)
+            return
+        for sid, key, cell in updates:
+            data[RowKey(sid)][ColumnKey(key)] = cell
+        changed = {sid for sid, _, _ in updates}
+        if changed & self._visible_ids():
+            self._redraw()
+        else:
+            self._offscreen |= changed
+
+    def _redraw(self) -> None:
+        self._offscreen.clear()
+        self._update_count += 1
+        self.refresh()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if round(old_value) != round(new_value) and self._view is not None:
+            self._reveal()
+
+    def _reveal(self) -> None:
+        """Rows scrolled into view: bring their clock-driven cells up to date."""
+        assert self._view is not None
+        visible = self._visible_ids()
+        updates: list[tuple[str, str, Text]] = []
+        sessions = self._view.sessions
+        for sid in visible:
+            session = sessions.get(sid)
+            if session is not None and sid in self._cells:
+                self._diff(sid, self._cells_for(session, self._now, True), updates)
+        if updates or (self._offscreen & visible):
+            data = self._data
+            for sid, key, cell in updates:
+                data[RowKey(sid)][ColumnKey(key)] = cell
+            self._redraw()
 
     def apply(self, view: PoolView, changed: set[str], removed: set[str], now: float) -> None:
         """Show what changed: update rows in place, add new ones, drop gone ones."""
+        self._view, self._now = view, now
         keep = self.selected_id
         gone = [sid for sid in removed if sid in self._cells]
         leaving = [
@@ -194,13 +303,23 @@ class SessionsTable(DataTable[Text]):
         for sid in gone + leaving:
             self.remove_row(sid)
             del self._cells[sid]
+            self._docs.pop(sid, None)
         new: list[str] = []
+        updates: list[tuple[str, str, Text]] = []
         for sid in changed:
             session = view.sessions[sid]
             if sid in self._cells:
-                self._set(sid, self._cells_for(session, now, False))
+                old = self._docs.get(sid)
+                cells = (
+                    self._cells_for(session, now, False)
+                    if old is None
+                    else self._changed_cells(old, session, now)
+                )
+                self._docs[sid] = session
+                self._diff(sid, cells, updates)
             elif self.filter.matches(session):
                 new.append(sid)
+        self._write(updates)
         new.sort(key=lambda sid: sort_key(self.sort_by, view.sessions[sid]))
         last = self._last_key(view)
         for sid in new:
@@ -221,9 +340,15 @@ class SessionsTable(DataTable[Text]):
         return sort_key(self.sort_by, session) if session is not None else None
 
     def tick(self, view: PoolView, now: float) -> None:
-        """Redraw the clock-driven cells (ages, elapsed starts) whose text changed."""
-        for sid in self._cells:
-            self._set(sid, self._cells_for(view.sessions[sid], now, True))
+        """Redraw the clock-driven cells (ages, elapsed starts) of the rows on screen;
+        the others catch up when they are scrolled into view."""
+        self._view, self._now = view, now
+        updates: list[tuple[str, str, Text]] = []
+        sessions = view.sessions
+        for sid in self._visible_ids():
+            if sid in self._cells:
+                self._diff(sid, self._cells_for(sessions[sid], now, True), updates)
+        self._write(updates)
 
     def _sort(self, view: PoolView) -> None:
         def by(cell: IdCell) -> Any:
@@ -232,6 +357,13 @@ class SessionsTable(DataTable[Text]):
         self.sort("id", key=by, reverse=self.sort_reverse)
 
     # ---------------------------------------------------------------- selection
+
+    def watch_cursor_coordinate(self, old: Coordinate, new: Coordinate) -> None:
+        super().watch_cursor_coordinate(old, new)
+        # Tell the screen now, not by a message a loop turn later: the detail pane then
+        # changes in the same frame as the cursor row (one frame per key, not two).
+        if old.row != new.row and self.on_select is not None:
+            self.on_select(self.selected_id)
 
     @property
     def selected_id(self) -> str | None:
