@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App
+from textual.timer import Timer
 
 from backend.client import PodwardenClient
 from backend.errors import SessionNotFound
@@ -42,6 +45,12 @@ __all__ = ["SyncMixin"]
 _FETCH_ONE_BY_ONE = 20
 """Above this many changed sessions one ``list_sessions`` beats many ``get_session``."""
 _INBOX = 5000
+_FREEZE_AFTER = 200
+"""Rows changed since the last freeze from which the heap is frozen again."""
+_FREEZE_QUIET = 1.0
+"""Seconds without another big change before the heap is frozen."""
+_FREEZE_LATEST = 10.0
+"""Seconds after which the heap is frozen even while changes keep coming."""
 
 
 class SyncMixin(_AppBase):
@@ -76,6 +85,10 @@ class SyncMixin(_AppBase):
         self._sync_running = False
         self._flush_scheduled = False
         self._lost_events = 0
+        self._freeze_timer: Timer | None = None
+        self._freeze_due = 0.0
+        self._churn = 0
+        self.clock_monotonic = time.monotonic
 
     # ---------------------------------------------------------------- the event worker
 
@@ -218,6 +231,30 @@ class SyncMixin(_AppBase):
         self._pending_removed |= removed
         if not self.paused:
             self.show_pool()
+        self._churn += len(changed) + len(removed)
+        if self._churn >= _FREEZE_AFTER:
+            # Wait for a quiet second, but under constant change not forever.
+            now = self.clock_monotonic()
+            if self._freeze_timer is None:
+                self._freeze_due = now + _FREEZE_LATEST
+            else:
+                self._freeze_timer.stop()
+            delay = max(0.01, min(_FREEZE_QUIET, self._freeze_due - now))
+            self._freeze_timer = self.set_timer(delay, self.freeze_heap)
+
+    def freeze_heap(self) -> None:
+        """Move what exists now out of the garbage collector's sight (``gc.freeze``).
+
+        With a thousand sessions on screen the heap holds hundreds of thousands of
+        long-lived objects (rows, cells, Textual's strips and caches); a full collection
+        then takes ~200 ms and freezes keys and frames. Frozen objects are still freed by
+        reference counting; only cycles among them would be kept, and the console makes
+        few. Called once big changes have settled for ``_FREEZE_QUIET`` seconds, or
+        ``_FREEZE_LATEST`` seconds after they began if they do not settle.
+        """
+        self._freeze_timer = None
+        self._churn = 0
+        gc.freeze()
 
     def show_pool(self) -> None:
         """Hand what changed since the last call to the main screen."""
