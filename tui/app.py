@@ -84,6 +84,7 @@ class PodwardenApp(SyncMixin, App[int]):
         self._asked: dict[str, str] = {}
         self._new_session_modal: NewSessionScreen | None = None
         self._stopped = False
+        self._history_loaded = False
         self._init_sync()
 
     @property
@@ -97,27 +98,37 @@ class PodwardenApp(SyncMixin, App[int]):
     def on_mount(self) -> None:
         self._main = MainScreen(self.settings)
         self.push_screen(self._main)
+        self._main.status.runtime = "connecting…" if self.remote else "starting backend…"
         self._check_size(self.size.width, self.size.height)
         # Paint the first screen before any backend work.
         self.call_after_refresh(self.start_backend)
 
     @work(group="startup", exclusive=True, exit_on_error=False, name="start")
     async def start_backend(self) -> None:
-        """Start the embedded backend (if any), read the templates, begin following."""
+        """Start the embedded backend (if any), then follow it (``pump_events``)."""
         if self.lifecycle is not None:
             await self.lifecycle.start()
         if self.main is not None and self.client.api_address:
             self.main.status.api_address = self.client.api_address
-        self.templates = await self.client.templates()
-        self.view.health = await self.client.health()
-        for event in await self.client.recent_events(100):
-            self.view.add_event(event)
-        if self.main is not None:
-            self.main.log_panel.add_events(list(await self.client.recent_events(100)))
         self.started = True
         self.pump_events()
         self.set_interval(self.settings.tick_interval, self._tick, name="tick")
         self.set_interval(self.settings.resync_interval, self._resync, name="resync")
+
+    async def on_connected(self) -> None:
+        """Read what only changes with the backend itself: templates, recent history.
+
+        Called by the event worker on every (re)connection, so a remote backend that is
+        down at start-up is picked up when it comes back.
+        """
+        self.templates = await self.client.templates()
+        if not self._history_loaded:
+            recent = await self.client.recent_events(100)
+            for event in recent:
+                self.view.add_event(event)
+            if self.main is not None:
+                self.main.log_panel.add_events(recent)
+            self._history_loaded = True
 
     def _tick(self) -> None:
         if self.paused or self.main is None:
@@ -151,9 +162,11 @@ class PodwardenApp(SyncMixin, App[int]):
 
     def set_link(self, state: str, detail: str = "") -> None:
         """Record and show the link state; a newly lost link is said once, in the log."""
+        if state == "connecting" and self.link == "stale":
+            return  # retrying a lost link: it stays STALE, counting from the loss
         previous, self.link = self.link, state
         main = self.main
-        if main is not None:
+        if main is not None and state != previous:
             main.status.link = state
             main.status.link_since = self.clock()
         if state == "stale" and previous != "stale" and main is not None:

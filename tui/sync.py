@@ -77,6 +77,8 @@ class SyncMixin(_AppBase):
 
         def follow_up(self, event: dict[str, Any]) -> None: ...
 
+        async def on_connected(self) -> None: ...
+
     def _init_sync(self) -> None:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
         self._held: collections.deque[dict[str, Any]] = collections.deque(maxlen=_INBOX)
@@ -99,8 +101,7 @@ class SyncMixin(_AppBase):
         attempt = 0
         while True:
             try:
-                if self.remote:
-                    await self.client.health()
+                await self.on_connected()
                 self.post_message(LinkChanged("live" if self.remote else "embedded"))
                 self.request_sync(full=True)
                 async for event in self.client.events():

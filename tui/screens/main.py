@@ -75,7 +75,6 @@ class MainScreen(Screen[None]):
         self.table.border_title = "Sessions"
         self.detail.border_title = "Session"
         self.log_panel.border_title = "Events"
-        self.status.runtime = "starting backend…"
         self._fit(self.app.size.width)
         self.table.focus()
 

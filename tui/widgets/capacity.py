@@ -50,6 +50,9 @@ class CapacityGauges(Widget):
         full = total > 0 and self.active >= total
         bar_width = 30 if width >= 110 else 20
         text.append("Pool  ", style="bold")
+        if not total:
+            text.append("no data yet", style="dim")
+            return text
         text.append(gauge_bar(self.active, total, bar_width), style="red" if full else "green")
         text.append(f" {self.active}/{total} {pct}%", style="bold")
         if full:
