@@ -1,47 +1,211 @@
-"""The command palette (ctrl+p or ``:``): the main screen's keys, found by name.
+"""UI to backend: every command runs in a worker, and every outcome is told in one place.
 
-The hits come from the same key table as the bindings, so the palette offers exactly
-what the keys do, and in read-only mode it offers no mutating command either.
+Commands (acquire, evict, read a log) are ``@work(exclusive=True, exit_on_error=False)``
+workers, one group per kind, so a slow backend never blocks a key and a repeated command
+replaces the one still waiting. ``on_worker_state_changed`` is the one handler that
+reports what they did: success and failure alike end in a toast (which vanishes) and a
+line in the log panel (which stays); a refusal the new-session modal can show under
+its field keeps the modal open. Starts and evictions the operator asked for get a
+second note when their events say how they ended.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual import work
+from textual.app import App
+from textual.worker import Worker, WorkerState
 
-from tui.keys import KEYS, Key
+from backend.client import PodwardenClient
+from backend.errors import InvalidRequest, PodwardenError
+from tui.messages import CommandDone
+from tui.model import PoolView
+from tui.screens.evict import EvictScreen
+from tui.screens.new_session import NewSessionRequest, NewSessionScreen
+from tui.sync import _reason
 
-__all__ = ["ConsoleCommands"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tui.screens.main import MainScreen
+
+    _AppBase = App[int]
+else:
+    _AppBase = object
+
+__all__ = ["CommandsMixin"]
+
+_TITLES = {
+    "invalid_request": "Invalid request",
+    "unknown_template": "Unknown template",
+    "not_found": "No such session",
+    "capacity": "Pool full",
+    "start_failed": "Start failed",
+    "runtime_unavailable": "Runtime unavailable",
+    "unreachable": "Backend unreachable",
+    "unauthorized": "Not authorized",
+}
 
 
-class ConsoleCommands(Provider):
-    """One command per key of the main screen (except the palette itself)."""
+class CommandsMixin(_AppBase):
+    """The app's half that sends commands and reports their outcomes."""
 
-    def _keys(self) -> list[Key]:
-        read_only = bool(getattr(self.app, "read_only", False))
-        return [
-            k
-            for k in KEYS
-            if k.action != "app.command_palette"
-            and k.keys != "escape"
-            and not (read_only and k.mutating)
-        ]
+    client: PodwardenClient
+    view: PoolView
+    read_only: bool
+    paused: bool
+    clock: Callable[[], float]
+    _asked: dict[str, str]
+    _new_session_modal: NewSessionScreen | None
+    _pending_changed: set[str]
 
-    async def _run(self, key: Key) -> None:
-        await self.screen.run_action(key.action)
+    if TYPE_CHECKING:
 
-    def _name(self, key: Key) -> str:
-        return f"{key.label} ({' '.join(key.shown.split())})"
+        @property
+        def main(self) -> MainScreen | None: ...
 
-    async def discover(self) -> Hits:
-        for key in self._keys():
-            yield DiscoveryHit(self._name(key), partial(self._run, key), help=key.help)
+        def set_link(self, state: str, detail: str = "") -> None: ...
 
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for key in self._keys():
-            name = self._name(key)
-            score = max(matcher.match(name), matcher.match(key.help) * 0.8)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self._run, key), help=key.help)
+        def show_pool(self) -> None: ...
+
+    def request_session(self, request: NewSessionRequest, modal: NewSessionScreen | None) -> None:
+        """Ask for a session (from the modal); the modal closes once the backend agrees."""
+        if self.read_only:
+            return
+        self._new_session_modal = modal
+        self.acquire(request.user, request.template, request.reuse, wait=False)
+
+    def on_new_session_screen_submitted(self, message: NewSessionScreen.Submitted) -> None:
+        screen = message.control if isinstance(message.control, NewSessionScreen) else None
+        self.request_session(message.request, screen or self._top_new_session())
+
+    def _top_new_session(self) -> NewSessionScreen | None:
+        top = self.screen_stack[-1] if self.screen_stack else None
+        return top if isinstance(top, NewSessionScreen) else None
+
+    @work(group="acquire", exclusive=True, exit_on_error=False, name="acquire")
+    async def acquire(
+        self, user: str, template: str | None, reuse: bool, *, wait: bool
+    ) -> CommandDone:
+        """Acquire a session; its answer (or error) is reported by ``_worker_changed``."""
+        doc = await self.client.acquire(user, template, reuse=reuse, wait=wait)
+        new = bool(doc.get("is_new_session"))
+        took = float(doc.get("took_ms") or 0.0)
+        sid = doc["session_id"]
+        if new and doc.get("state") != "ready":
+            self._asked[sid] = "start"
+            text = f"{sid} is starting ({doc.get('phase')}); a note follows when it is ready"
+            return CommandDone("New session", text, doc)
+        return CommandDone(
+            "Reused" if not new else "New session",
+            f"{sid} · is_new_session: {str(new).lower()} · took {took:.1f} ms",
+            doc,
+        )
+
+    @work(group="evict", exclusive=True, exit_on_error=False, name="evict")
+    async def evict(self, session_id: str) -> CommandDone:
+        """Start deleting a session; the cleanup's end arrives later as an event."""
+        doc = await self.client.delete_session(session_id)
+        self._asked[session_id] = "evict"
+        return CommandDone("Evicting", f"{session_id}: stopping; cleanup is verified next", doc)
+
+    def confirm_evict(self, session: dict[str, Any]) -> None:
+        """Ask first; evict on yes."""
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.evict(session["session_id"])
+
+        self.push_screen(EvictScreen(session), done)
+
+    @work(group="logs", exclusive=True, exit_on_error=False, name="read log")
+    async def load_log(self, session_id: str) -> None:
+        """Fetch a session's workload log tail into the log panel (then it follows)."""
+        lines = await self.client.logs(session_id, 200)
+        if self.main is not None:
+            self.main.log_panel.show_session(session_id, lines)
+
+    def follow_up(self, event: dict[str, Any]) -> None:
+        """Toast how a start or eviction the operator asked for ended."""
+        sid = event.get("session_id") or ""
+        asked = self._asked.get(sid)
+        kind = event.get("kind")
+        if asked == "start" and kind in ("ready", "failed"):
+            del self._asked[sid]
+            title = "Session ready" if kind == "ready" else "Start failed"
+            message = str(event.get("message"))
+            if kind == "ready":
+                self.notify(message, title=title, markup=False)
+            else:
+                self.notify(message, title=title, severity="error", markup=False)
+        elif asked == "evict" and kind in ("cleanup_verified", "cleanup_leftover"):
+            del self._asked[sid]
+            ok = kind == "cleanup_verified"
+            self.notify(
+                str(event.get("message")),
+                title="Evicted" if ok else "Cleanup incomplete",
+                severity="information" if ok else "error",
+                markup=False,
+            )
+
+    # ---------------------------------------------------------------- outcomes
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place command outcomes and worker failures are reported."""
+        worker = event.worker
+        if event.state is WorkerState.SUCCESS and isinstance(worker.result, CommandDone):
+            done = worker.result
+            if done.session is not None:
+                doc = {
+                    k: v for k, v in done.session.items() if k not in ("is_new_session", "took_ms")
+                }
+                self.post_message_pool([doc])
+            if worker.group == "acquire":
+                modal, self._new_session_modal = self._new_session_modal, None
+                if modal is not None and modal.is_attached:
+                    modal.dismiss(None)
+                if done.session is not None and self.main is not None:
+                    self.main.select(done.session["session_id"])
+            self.notify(done.message, title=done.title, markup=False)
+            if self.main is not None:
+                self.main.log_panel.add_events(
+                    [
+                        {
+                            "ts": self.clock(),
+                            "kind": "command",
+                            "message": f"{done.title}: {done.message}",
+                        }
+                    ]
+                )
+        elif event.state is WorkerState.ERROR:
+            self._report_error(worker, worker.error)
+
+    def _report_error(self, worker: Worker[Any], error: BaseException | None) -> None:
+        code = getattr(error, "code", "")
+        message = _reason(error) if error is not None else "failed"
+        if worker.group in ("events", "sync"):
+            self.set_link("stale", message)
+            return
+        if worker.group == "startup":
+            self.exit(1, message=f"podwarden: cannot start: {message}")
+            return
+        title = _TITLES.get(code, f"{worker.name.capitalize()} failed")
+        if worker.group == "acquire":
+            modal = self._new_session_modal
+            if modal is not None and modal.is_attached:
+                field = error.field if isinstance(error, InvalidRequest) else None
+                shown = error.problem if isinstance(error, InvalidRequest) else message
+                modal.show_error(field if field in ("user", "template") else None, shown)
+        if not isinstance(error, PodwardenError):
+            message = f"{type(error).__name__}: {message}"
+        self.notify(message, title=title, severity="error", markup=False)
+        if self.main is not None:
+            self.main.log_panel.add_error(title, message, self.clock())
+
+    def post_message_pool(self, docs: list[dict[str, Any]]) -> None:
+        """Show session documents a command returned, without waiting for a sync."""
+        changed, removed = self.view.apply(docs, complete=False)
+        self._pending_changed |= changed
+        if not self.paused:
+            self.show_pool()

@@ -5,14 +5,13 @@ where the text differs, so the cursor and the scroll position survive every upda
 a refresh of a thousand rows costs a thousand dictionary compares, not a rebuild.
 Columns have fixed widths (no per-update measuring, which is O(rows) per cell in
 Textual) and are declared before any row. As the terminal narrows columns give way
-(``LAYOUTS``): below 120 the tunnel drops its host, below 100 template, pid/pod and the
-tunnel's target go, then idle, uses and age.
+(``tui.columns.LAYOUTS``): below 120 the tunnel drops its host, below 111 the template
+goes, below 100 pid/pod and the tunnel's target, then idle, uses and age.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -22,93 +21,10 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
-from tui.format import clip, duration, ref_text, state_text, tunnel_text
+from tui.columns import CHROME, COLUMNS, ID_FIT, ID_MAX, ID_MIN, LAYOUTS, Column, IdCell
 from tui.model import Filter, PoolView, sort_key
 
 __all__ = ["SessionsTable"]
-
-Cell = Text
-Render = Callable[[dict[str, Any], float, int], Cell]
-
-
-class IdCell(Text):
-    """The id cell: clipped text that still knows the full session id (for sorting)."""
-
-    def __init__(self, session_id: str, width: int) -> None:
-        super().__init__(clip(session_id, width), no_wrap=True)
-        self.session_id = session_id
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    width: int
-    render: Render
-    fields: tuple[str, ...]
-    """The session fields the cell is made from: it is redrawn only when one changes."""
-    ticking: bool = False
-    """Depends on the clock too (redrawn by ``tick``)."""
-
-
-def _plain(text: str, style: str = "") -> Text:
-    return Text(text, style=style, no_wrap=True)
-
-
-def _ago(field: str) -> Render:
-    return lambda s, now, w: _plain(duration(now - (s.get(field) or now)))
-
-
-COLUMNS: dict[str, Column] = {
-    c.key: c
-    for c in (
-        Column(
-            "state",
-            "STATE",
-            12,
-            lambda s, now, w: state_text(s, now, w),
-            ("state", "phase", "created_at"),
-            True,
-        ),
-        Column("id", "SESSION", 0, lambda s, now, w: IdCell(s["session_id"], w), ()),
-        Column("user", "USER", 9, lambda s, now, w: _plain(clip(s["user"], w)), ("user",)),
-        Column(
-            "template",
-            "TEMPLATE",
-            9,
-            lambda s, now, w: _plain(clip(s["template"], w)),
-            ("template",),
-        ),
-        Column("age", "AGE", 5, _ago("created_at"), ("created_at",), True),
-        Column("idle", "IDLE", 5, _ago("last_used_at"), ("last_used_at",), True),
-        Column(
-            "uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0))), ("use_count",)
-        ),
-        Column("tunnel", "TUNNEL", 8, lambda s, now, w: tunnel_text(s, w), ("tunnel", "state")),
-        Column(
-            "ref",
-            "PID/POD",
-            10,
-            lambda s, now, w: _plain(clip(ref_text(s), w)),
-            ("runtime_ref", "runtime"),
-        ),
-    )
-}
-
-LAYOUTS: tuple[tuple[tuple[str, ...], int], ...] = (
-    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 26),
-    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 17),
-    (("state", "id", "user", "age", "idle", "uses", "tunnel", "ref"), 17),
-    (("state", "id", "user", "age", "idle", "uses", "tunnel"), 8),
-    (("state", "id", "user", "age", "uses", "tunnel"), 8),
-    (("state", "id", "user", "age", "tunnel"), 8),
-    (("state", "id", "user", "tunnel"), 8),
-)
-"""Column sets from the richest down, each with its tunnel width; the first whose
-session id column still gets ``_ID_FIT`` cells wins, so columns give way as it narrows."""
-_ID_FIT, _ID_MIN, _ID_MAX = 19, 12, 40
-_CHROME = 3
-"""Cells the table's border and scrollbar take."""
 
 
 class SessionsTable(DataTable[Text]):
@@ -157,10 +73,10 @@ class SessionsTable(DataTable[Text]):
         self._fitted_for = width
         for keys, tunnel in LAYOUTS:
             widths = {k: (tunnel if k == "tunnel" else COLUMNS[k].width) for k in keys}
-            widths["id"] = width - _CHROME - sum(widths.values()) - 2 * len(keys)
-            if widths["id"] >= _ID_FIT:
+            widths["id"] = width - CHROME - sum(widths.values()) - 2 * len(keys)
+            if widths["id"] >= ID_FIT:
                 break
-        widths["id"] = max(_ID_MIN, min(_ID_MAX, widths["id"]))
+        widths["id"] = max(ID_MIN, min(ID_MAX, widths["id"]))
         cols = tuple(COLUMNS[k] for k in keys)
         if cols == self._columns and widths == self._widths:
             return False
