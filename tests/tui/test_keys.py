@@ -229,6 +229,9 @@ class TestViewKeys:
             await pilot.press("enter")
             await settle(pilot)
             assert app.clipboard == sid
+            await pilot.press("ctrl+p")
+            assert isinstance(app.screen, CommandPalette)
+            await pilot.press("escape")
 
 
 class TestReadOnly:
