@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None, run_tui: RunTui | None = None) -> int:
         return 130
 
 
-def _loop_factory() -> Callable[[], Any] | None:
+def loop_factory() -> Callable[[], Any] | None:
+    """uvloop's loop factory when uvloop is installed, else None (the stdlib loop)."""
     try:
         import uvloop
     except ImportError:
@@ -191,7 +192,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(run_serve(settings, stop_sessions=args.stop_sessions_on_exit))
 
 

@@ -83,7 +83,7 @@ def templates_of(backend: Backend) -> list[dict[str, Any]]:
     return [
         {
             "name": t.name,
-            "port": t.port,
+            "port": t.port if backend.settings.runtime.kind == "kubernetes" else None,
             "readiness": t.readiness,
             "image": t.image or None,
             "keepalive": bool(t.keepalive_path),

@@ -156,7 +156,10 @@ class TemplateOut(BaseModel):
     """A configured template (never its command line or env: they may hold secrets)."""
 
     name: str
-    port: int
+    port: int | None = Field(
+        description="Container port (Kubernetes); null on the local runtime, which picks a "
+        "free port per session"
+    )
     readiness: str
     image: str | None
     keepalive: bool
