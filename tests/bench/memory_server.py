@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from backend.api.daemon import run_serve  # noqa: E402
-from backend.cli import _loop_factory, build_parser, load_from_args  # noqa: E402
+from backend.cli import loop_factory, build_parser, load_from_args  # noqa: E402
 from backend.runtime.memory import MemoryRuntime  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             settings, stop_sessions=args.stop_sessions_on_exit, runtime=MemoryRuntime()
         )
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(run())
 
 
