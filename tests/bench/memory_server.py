@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from backend.api.daemon import run_serve  # noqa: E402
-from backend.cli import loop_factory, build_parser, load_from_args  # noqa: E402
+from backend.cli import build_parser, load_from_args, loop_factory  # noqa: E402
 from backend.runtime.memory import MemoryRuntime  # noqa: E402
 
 
