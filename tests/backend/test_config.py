@@ -66,9 +66,7 @@ env = { GREETING = "hi" }
         ("[pool\n", "is not valid TOML"),
     ],
 )
-def test_bad_values_name_the_key_and_the_problem(
-    tmp_path: Path, text: str, message: str
-) -> None:
+def test_bad_values_name_the_key_and_the_problem(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text))
     assert message in info.value.message
