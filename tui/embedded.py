@@ -11,45 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib
 import logging
 import socket
 from pathlib import Path
 from typing import Any
 
+from backend.api.listen import ADDRESS_FILE, bind_socket
 from backend.client import LocalClient
 from backend.config import Settings
 from backend.service import Backend
 
 __all__ = ["EmbeddedBackend", "bind_socket"]
-
-ADDRESS_FILE = "api-url"
-"""Where ``podwarden health`` looks for the running server's URL (as ``serve`` writes)."""
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (0: any free port); ``OSError`` if taken.
-
-    The same as ``backend.api.server.bind_socket``, repeated here because importing that
-    module pulls in uvicorn and FastAPI, which would delay the first screen.
-    """
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(errno.EADDRNOTAVAIL, f"no address for {host}")
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(2048)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _Client(LocalClient):
