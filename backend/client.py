@@ -59,6 +59,15 @@ class PodwardenClient(Protocol):
         """Start deleting; returns the session document (state ``terminating``)."""
         ...
 
+    async def remove_orphan(self, session_id: str) -> None:
+        """Stop a workload the pool does not know (one of ``health()["orphans"]``).
+
+        Returns once the removal has begun (remote) or ended (embedded); the
+        ``orphan_removed`` event (or ``cleanup_leftover``) says how it ended either way.
+        ``SessionNotFound`` if ``session_id`` is not a known orphan.
+        """
+        ...
+
     async def templates(self) -> list[dict[str, Any]]:
         """The configured templates: ``name``, ``port``, ``readiness``, ``image``."""
         ...
@@ -136,6 +145,9 @@ class LocalClient:
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         return self.backend.pool.delete(session_id).to_dict()
+
+    async def remove_orphan(self, session_id: str) -> None:
+        await self.backend.remove_orphan(session_id)
 
     async def templates(self) -> list[dict[str, Any]]:
         return templates_of(self.backend)

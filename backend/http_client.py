@@ -185,6 +185,10 @@ class HttpClient:
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         return await self._request("DELETE", f"/sessions/{_segment(session_id)}")
 
+    async def remove_orphan(self, session_id: str) -> None:
+        """``DELETE /orphans/{id}``: answers 202 once the removal has begun."""
+        await self._request("DELETE", f"/orphans/{_segment(session_id)}")
+
     async def templates(self) -> list[dict[str, Any]]:
         return await self._request("GET", "/templates")
 
@@ -196,10 +200,6 @@ class HttpClient:
 
     async def recent_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self._request("GET", "/events/recent", params={"limit": limit})
-
-    async def remove_orphan(self, session_id: str) -> dict[str, Any]:
-        """Stop a workload the pool does not know (see ``health()["orphans"]``)."""
-        return await self._request("DELETE", f"/orphans/{_segment(session_id)}")
 
     async def metrics(self) -> str:
         """The Prometheus text of ``GET /metrics``."""

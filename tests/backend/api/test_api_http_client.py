@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ from backend.errors import (
     Unauthorized,
     UnknownTemplate,
 )
+from backend.events import EventKind
 from backend.http_client import HttpClient
+from backend.runtime.base import WorkloadSpec
 from backend.runtime.memory import MemoryRuntime
 from backend.service import Backend
 from tests.backend.api.conftest import TOKEN, eventually
@@ -130,6 +133,7 @@ async def test_unreachable_backend() -> None:
                 client.templates(),
                 client.logs("x"),
                 client.recent_events(),
+                client.remove_orphan("x"),
             ):
                 with pytest.raises(BackendUnreachable, match=str(port)):
                     await call
@@ -167,3 +171,45 @@ async def test_event_stream_reports_a_server_that_stops(memory_backend: Backend)
         await server.stop()
         with pytest.raises(BackendUnreachable, match="ended the event stream"):
             await asyncio.wait_for(pending, 5)
+
+
+async def _stray(backend: Backend, runtime: MemoryRuntime, session_id: str) -> None:
+    """Start a workload behind the pool's back and let the drift check find it."""
+    template = backend.settings.templates[backend.settings.default_template]
+    spec = WorkloadSpec(session_id, "mallory", template, Path("/nonexistent"))
+    await runtime.start(spec, lambda phase: None)
+    await backend.check_drift()
+    assert session_id in backend.orphans
+
+
+async def test_remove_orphan_remote(
+    remote: HttpClient, memory_backend: Backend, runtime: MemoryRuntime
+) -> None:
+    sid = "mallory-demo-0000000a"
+    await _stray(memory_backend, runtime, sid)
+    assert (await remote.health())["orphans"] == [sid]
+    with memory_backend.bus.subscribe(kinds={EventKind.ORPHAN_REMOVED}) as removed:
+        await remote.remove_orphan(sid)  # 202: the removal has begun
+        event = await asyncio.wait_for(removed.get(), 5)
+        assert event is not None and event.session_id == sid
+    assert sid not in runtime.workloads
+    assert (await remote.health())["orphans"] == []
+    with pytest.raises(SessionNotFound) as missing:
+        await remote.remove_orphan(sid)
+    assert missing.value.session_id == sid and missing.value.status == 404
+
+
+async def test_remove_orphan_local(memory_backend: Backend, runtime: MemoryRuntime) -> None:
+    local = LocalClient(memory_backend)
+    sid = "mallory-demo-0000000b"
+    await _stray(memory_backend, runtime, sid)
+    assert (await local.health())["orphans"] == [sid]
+    with memory_backend.bus.subscribe(kinds={EventKind.ORPHAN_REMOVED}) as removed:
+        await local.remove_orphan(sid)  # embedded: gone when it returns
+        assert sid not in runtime.workloads
+        event = await asyncio.wait_for(removed.get(), 5)
+        assert event is not None and event.session_id == sid
+    assert (await local.health())["orphans"] == []
+    with pytest.raises(SessionNotFound) as missing:
+        await local.remove_orphan(sid)
+    assert missing.value.session_id == sid
