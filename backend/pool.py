@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from backend.config import Settings
@@ -37,10 +36,11 @@ from backend.errors import (
     UnknownTemplate,
 )
 from backend.events import EventBus, EventKind
+from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
 from backend.models import Session, SessionState, make_session_id, validate_user
-from backend.runtime.base import Runtime, Tunnel, WorkloadSpec
+from backend.runtime.base import Runtime, Tunnel
 from backend.store import Store
 from backend.templates import Template
 from backend.tunnels import PortAllocator
@@ -142,13 +142,11 @@ class SessionPool:
         self._live = 0
         self._user_live: collections.Counter[str] = collections.Counter()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._ports: dict[str, int] = {}
-        self._tunnels: dict[str, Tunnel] = {}
-        self._credentials: dict[str, dict[str, str]] = {}
         self._start_tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._ended: collections.deque[str] = collections.deque()
+        self._launcher = Launcher(settings, runtime, bus, ports, self.metrics, self._save)
         runtime.set_workload_lost_callback(self._on_workload_lost)
 
     # ----------------------------------------------------------------- lifecycle
@@ -191,9 +189,9 @@ class SessionPool:
                 if session.state is SessionState.STARTING:
                     self._begin_terminate(session, "start cancelled by shutdown", None)
         await asyncio.gather(*list(self._stop_tasks.values()), return_exceptions=True)
-        for session_id, tunnel in list(self._tunnels.items()):
+        for session_id, tunnel in list(self._launcher.tunnels.items()):
             await tunnel.close()
-            self._tunnels.pop(session_id, None)
+            self._launcher.tunnels.pop(session_id, None)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*list(self._background), return_exceptions=True)
@@ -229,7 +227,7 @@ class SessionPool:
         return sum(1 for w in self._waiters if not w.done())
 
     def tunnel(self, session_id: str) -> Tunnel | None:
-        return self._tunnels.get(session_id)
+        return self._launcher.tunnels.get(session_id)
 
     def template(self, name: str | None) -> Template:
         """The named template (the default when None); ``UnknownTemplate`` else."""
@@ -575,7 +573,7 @@ class SessionPool:
         if primary or key not in self._primary:
             self._primary[key] = session_id
             self._is_primary.add(session_id)
-        self._ports[session_id] = port
+        self._launcher.ports_of[session_id] = port
         self.metrics.acquires["new"] += 1
         self.bus.publish(
             EventKind.CREATED,
@@ -598,7 +596,7 @@ class SessionPool:
         primary: bool,
     ) -> None:
         if credentials:
-            self._credentials[session.session_id] = credentials
+            self._launcher.credentials[session.session_id] = credentials
         self._track_start(
             session,
             self._spawn(
@@ -651,13 +649,13 @@ class SessionPool:
         try:
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted before this task got to run
-            await self._start_workload(session, template)
+            await self._launcher.start(session, template)
             if victim is not None:
                 session.phase = "waiting for evicted session's cleanup"
                 stop = self._stop_tasks.get(victim.session_id)
                 if stop is not None:
                     await asyncio.shield(stop)
-            await self._open_tunnel(session)
+            await self._launcher.open_tunnel(session)
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted while the last step ran
             session.transition(SessionState.READY)
@@ -691,130 +689,6 @@ class SessionPool:
         self._save(session)
         self._settle(future, session)
 
-    def _spec(self, session: Session, template: Template) -> WorkloadSpec:
-        return WorkloadSpec(
-            session_id=session.session_id,
-            user=session.user,
-            template=template,
-            workdir=Path(self.settings.state_dir) / "sessions" / session.session_id,
-            env=self._credential_env(session.session_id),
-        )
-
-    def _credential_env(self, session_id: str) -> dict[str, str]:
-        """The credentials as environment variables, plus ``PODWARDEN_CREDENTIALS`` naming
-        them (names only) so a workload knows which variables hold secrets."""
-        credentials = self._credentials.get(session_id)
-        if not credentials:
-            return {}
-        return {**credentials, "PODWARDEN_CREDENTIALS": ",".join(sorted(credentials))}
-
-    async def _start_workload(self, session: Session, template: Template) -> None:
-        """Start the workload, retrying with backoff; raise the last error when out of tries."""
-        pool = self.settings.pool
-        spec = self._spec(session, template)
-
-        def on_phase(phase: str) -> None:
-            session.phase = phase
-
-        last: PodwardenError | None = None
-        for attempt in range(1, pool.start_attempts + 1):
-            handle = None
-            try:
-                handle = await self.runtime.start(spec, on_phase)
-                session.handle = handle
-                self._save(session)
-                session.handle = await self.runtime.wait_ready(
-                    handle, spec, template.ready_timeout, on_phase
-                )
-                return
-            except (StartError, RuntimeUnavailable) as e:
-                last = e
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a runtime bug must not leave a half-made workload
-                last = StartError(f"unexpected runtime error: {e!r}")
-            if session.handle is not None:
-                await self._stop_workload(session, "cleaning up a failed start")
-            retryable = getattr(last, "retryable", True)
-            if attempt == pool.start_attempts or not retryable:
-                break
-            delay = pool.start_backoff * 2 ** (attempt - 1)
-            self.metrics.start_retries += 1
-            session.phase = f"retrying in {delay:g}s (attempt {attempt + 1})"
-            self.bus.publish(
-                EventKind.START_RETRY,
-                f"{session.session_id} start attempt {attempt} failed: {last.message}; "
-                f"retrying in {delay:g}s",
-                session_id=session.session_id,
-                user=session.user,
-                attempt=attempt,
-            )
-            await asyncio.sleep(delay)
-        assert last is not None
-        raise last
-
-    async def _stop_workload(self, session: Session, why: str) -> None:
-        handle = session.handle
-        if handle is None:
-            return
-        session.handle = None
-        try:
-            report = await self.runtime.stop(handle, self.settings.pool.stop_grace)
-        except PodwardenError as e:
-            self.bus.publish(
-                EventKind.CLEANUP_LEFTOVER,
-                f"{session.session_id}: {why}: stop failed: {e.message}",
-                session_id=session.session_id,
-                user=session.user,
-            )
-            return
-        if report.leftovers:
-            self.bus.publish(
-                EventKind.CLEANUP_LEFTOVER,
-                f"{session.session_id}: {why}: left behind {', '.join(report.leftovers)}",
-                session_id=session.session_id,
-                user=session.user,
-            )
-
-    async def _open_tunnel(self, session: Session) -> None:
-        assert session.handle is not None
-        host = self.settings.tunnels.host
-        port = self._ports[session.session_id]
-        for _ in range(20):
-            try:
-                tunnel = await self.runtime.open_tunnel(session.handle, host, port)
-                break
-            except OSError:
-                # Taken by a process we do not know: never hand it out again.
-                self.ports.mark_bad(port)
-                port = self.ports.allocate()
-                self._ports[session.session_id] = port
-        else:
-            raise StartError("no free local port for the tunnel", retryable=False)
-        self._tunnels[session.session_id] = tunnel
-        session.tunnel = tunnel.info
-        session.listening = tunnel.is_listening
-        self.bus.publish(
-            EventKind.TUNNEL_OPENED,
-            f"{session.session_id} tunnel {tunnel.info.address} -> "
-            f"{tunnel.info.target_host}:{tunnel.info.target_port}",
-            session_id=session.session_id,
-            user=session.user,
-            port=port,
-        )
-
-    async def _close_tunnel(self, session: Session) -> None:
-        tunnel = self._tunnels.pop(session.session_id, None)
-        if tunnel is None:
-            return
-        await tunnel.close()
-        self.bus.publish(
-            EventKind.TUNNEL_CLOSED,
-            f"{session.session_id} tunnel {tunnel.info.address} closed",
-            session_id=session.session_id,
-            user=session.user,
-        )
-
     def _fail(self, session: Session, error: PodwardenError) -> None:
         """Mark a session failed after its start gave up; free its slot and port."""
         was_live = session.state.is_live
@@ -824,8 +698,8 @@ class SessionPool:
             session.transition(SessionState.FAILED)
         if was_live:
             self._release_slot(session)
-        self._release_port(session)
-        self._credentials.pop(session.session_id, None)
+        self._launcher.release_port(session)
+        self._launcher.credentials.pop(session.session_id, None)
         self.metrics.start_failures += 1
         self.metrics.acquires["failed"] += 1
         self.bus.publish(
@@ -837,11 +711,6 @@ class SessionPool:
         )
         self._save(session)
         self._remember_ended(session)
-
-    def _release_port(self, session: Session) -> None:
-        port = self._ports.pop(session.session_id, None)
-        if port is not None:
-            self.ports.release(port)
 
     # ----------------------------------------------------------------- terminate
 
@@ -894,7 +763,7 @@ class SessionPool:
             start_task.cancel()
             await asyncio.gather(start_task, return_exceptions=True)
         leftovers: list[str] = []
-        await self._close_tunnel(session)
+        await self._launcher.close_tunnel(session)
         handle = session.handle
         session.handle = None
         if handle is not None:
@@ -905,8 +774,8 @@ class SessionPool:
                 leftovers.append(f"stop failed: {e.message}")
             except Exception as e:  # never leave the session stuck in terminating
                 leftovers.append(f"stop failed: {e!r}")
-        self._release_port(session)
-        self._credentials.pop(sid, None)
+        self._launcher.release_port(session)
+        self._launcher.credentials.pop(sid, None)
         elapsed = time.monotonic() - started
         session.transition(SessionState.TERMINATED)
         self.metrics.terminations += 1
@@ -1004,8 +873,8 @@ class SessionPool:
     async def _recycle(
         self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
     ) -> None:
-        await self._close_tunnel(session)
-        await self._stop_workload(session, "recycling")
+        await self._launcher.close_tunnel(session)
+        await self._launcher.stop(session, "recycling")
         await self._start(session, template, future, None, key)
 
     # ----------------------------------------------------------------- persistence
@@ -1015,7 +884,7 @@ class SessionPool:
             self.store.save(
                 session,
                 is_primary=session.session_id in self._is_primary,
-                port=self._ports.get(session.session_id),
+                port=self._launcher.ports_of.get(session.session_id),
             )
 
     # The recovery module restores sessions through these two.
@@ -1028,7 +897,7 @@ class SessionPool:
         if primary and key not in self._primary:
             self._primary[key] = session.session_id
             self._is_primary.add(session.session_id)
-        self._ports[session.session_id] = self.ports.allocate(port)
+        self._launcher.ports_of[session.session_id] = self.ports.allocate(port)
         if session.state is SessionState.READY:
             self._lru_add(session)
 
@@ -1042,7 +911,7 @@ class SessionPool:
         template = self.settings.templates.get(session.template)
         if session.state is SessionState.READY:
             try:
-                await self._open_tunnel(session)
+                await self._launcher.open_tunnel(session)
             except (StartError, OSError) as e:
                 self._begin_terminate(session, f"cannot reopen tunnel: {e}", EventKind.FAILED)
             return
@@ -1066,7 +935,7 @@ class SessionPool:
         self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
     ) -> None:
         assert session.handle is not None
-        spec = self._spec(session, template)
+        spec = self._launcher.spec(session, template)
 
         def on_phase(phase: str) -> None:
             session.phase = phase
@@ -1077,7 +946,7 @@ class SessionPool:
             )
         except (StartError, RuntimeUnavailable):
             # Its start began before the restart; begin again from scratch.
-            await self._stop_workload(session, "restarting an interrupted start")
+            await self._launcher.stop(session, "restarting an interrupted start")
             await self._start(session, template, future, None, key)
             return
         await self._ready_adopted(session, future, key)
@@ -1086,7 +955,7 @@ class SessionPool:
         self, session: Session, future: asyncio.Future[Session], key: Key
     ) -> None:
         try:
-            await self._open_tunnel(session)
+            await self._launcher.open_tunnel(session)
             session.transition(SessionState.READY)
         except Exception as e:
             error = e if isinstance(e, PodwardenError) else StartError(repr(e))
