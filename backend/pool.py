@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from backend.capacity import Capacity
 from backend.config import Settings
 from backend.errors import (
     CapacityError,
@@ -137,16 +138,14 @@ class SessionPool:
         self._inflight: dict[Key, asyncio.Future[Session]] = {}
         self._flights: dict[asyncio.Future[Session], Session] = {}
         """The session each start future will resolve to, once it exists."""
-        self._lru: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._user_lru: dict[str, collections.OrderedDict[str, None]] = {}
-        self._live = 0
-        self._user_live: collections.Counter[str] = collections.Counter()
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._start_tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._ended: collections.deque[str] = collections.deque()
         self._launcher = Launcher(settings, runtime, bus, ports, self.metrics, self._save)
+        self.capacity = Capacity(
+            settings.pool, self._sessions, lambda: self.clock(), self._evict, bus, self.metrics
+        )
         runtime.set_workload_lost_callback(self._on_workload_lost)
 
     # ----------------------------------------------------------------- lifecycle
@@ -170,10 +169,7 @@ class SessionPool:
         if self.state in (PoolState.CLOSING, PoolState.CLOSED):
             return
         self._set_state(PoolState.CLOSING)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(RuntimeUnavailable("the pool is shutting down"))
-                waiter.exception()
+        self.capacity.close()
         tasks = list(self._start_tasks.values())
         for task in tasks:
             task.cancel()
@@ -217,14 +213,14 @@ class SessionPool:
     @property
     def active_count(self) -> int:
         """Sessions holding a capacity slot."""
-        return self._live
+        return self.capacity.live
 
     def user_count(self, user: str) -> int:
-        return self._user_live.get(user, 0)
+        return self.capacity.user_live.get(user, 0)
 
     @property
     def queued(self) -> int:
-        return sum(1 for w in self._waiters if not w.done())
+        return self.capacity.queued
 
     def tunnel(self, session_id: str) -> Tunnel | None:
         return self._launcher.tunnels.get(session_id)
@@ -328,161 +324,26 @@ class SessionPool:
     def _touch(self, session: Session) -> None:
         session.last_used_at = self.clock()
         session.use_count += 1
-        sid = session.session_id
-        if sid in self._lru:
-            self._lru.move_to_end(sid)
-            self._user_lru[session.user].move_to_end(sid)
+        self.capacity.touch(session)
         if self.store is not None:
             self.store.touch(session)
 
     # ----------------------------------------------------------------- capacity
 
-    def _take_slot(self, user: str) -> None:
-        self._live += 1
-        self._user_live[user] += 1
-
     def _release_slot(self, session: Session, *, wake: bool = True) -> None:
         """Give back the session's slot; called once, when it leaves the live states."""
-        self._live -= 1
-        self._user_live[session.user] -= 1
-        if self._user_live[session.user] <= 0:
-            del self._user_live[session.user]
-        self._lru_remove(session)
+        self.capacity.release(session, wake=wake)
         key = (session.user, session.template)
         if self._primary.get(key) == session.session_id:
             del self._primary[key]
-        if wake:
-            self._wake_waiters()
 
-    def _wake_waiters(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _lru_add(self, session: Session) -> None:
-        self._lru[session.session_id] = None
-        self._user_lru.setdefault(session.user, collections.OrderedDict())[session.session_id] = (
-            None
-        )
-
-    def _lru_remove(self, session: Session) -> None:
-        self._lru.pop(session.session_id, None)
-        per_user = self._user_lru.get(session.user)
-        if per_user is not None:
-            per_user.pop(session.session_id, None)
-            if not per_user:
-                del self._user_lru[session.user]
-
-    def _evictable(self, order: collections.OrderedDict[str, None] | None) -> Session | None:
-        """The least recently used ready session of ``order`` if it may be evicted now."""
-        if not order:
-            return None
-        session = self._sessions[next(iter(order))]
-        idle = self.clock() - session.last_used_at
-        if session.state is SessionState.READY and idle >= self.settings.pool.min_idle_before_evict:
-            return session
-        return None
-
-    def _next_evictable_in(self, user: str) -> float | None:
-        """Seconds until the LRU candidate becomes evictable (for a queued waiter)."""
-        pool = self.settings.pool
-        order = (
-            self._user_lru.get(user)
-            if self._user_live[user] >= pool.max_sessions_per_user
-            else self._lru
-        )
-        if not order:
-            return None
-        session = self._sessions[next(iter(order))]
-        return max(0.0, session.last_used_at + pool.min_idle_before_evict - self.clock())
-
-    def _try_reserve(self, user: str, *, queued: bool) -> tuple[bool, Session | None]:
-        """Take a slot for ``user`` now if the policy allows; maybe by evicting (returned)."""
-        pool = self.settings.pool
-        if not queued and any(not w.done() for w in self._waiters):
-            return False, None  # FIFO: nobody overtakes those already waiting
-        user_full = self._user_live.get(user, 0) >= pool.max_sessions_per_user
-        total_full = self._live >= pool.max_sessions
-        if not user_full and not total_full:
-            self._take_slot(user)
-            return True, None
-        if pool.when_full != "evict-lru":
-            return False, None
-        victim = self._evictable(self._user_lru.get(user) if user_full else self._lru)
-        if victim is None:
-            return False, None
+    def _evict(self, victim: Session, user: str) -> None:
         self._begin_terminate(
             victim,
             f"evicted (least recently used) to make room for {user}",
             EventKind.EVICTED,
             wake=False,
         )
-        self.metrics.evictions += 1
-        self._take_slot(user)
-        return True, victim
-
-    def _capacity_message(self, user: str) -> str:
-        pool = self.settings.pool
-        if self._user_live.get(user, 0) >= pool.max_sessions_per_user:
-            return (
-                f"user {user!r} already holds {pool.max_sessions_per_user} sessions "
-                f"(max_sessions_per_user); delete one or reuse it"
-            )
-        return (
-            f"the pool is full ({self._live}/{pool.max_sessions}) and no session may be "
-            f"evicted (policy {pool.when_full}, min_idle_before_evict "
-            f"{pool.min_idle_before_evict:g}s); retry later or delete a session"
-        )
-
-    async def _reserve(self, user: str) -> Session | None:
-        """Wait for a slot as the policy says; returns a victim being evicted, if any."""
-        pool = self.settings.pool
-        ok, victim = self._try_reserve(user, queued=False)
-        if ok:
-            return victim
-        if pool.when_full == "reject":
-            raise CapacityError(self._capacity_message(user), retry_after=5)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + pool.queue_timeout
-        self.bus.publish(
-            EventKind.QUEUED, f"{user} waits for room in the pool ({self._live} active)", user=user
-        )
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise CapacityError(
-                        self._capacity_message(user) + f" (waited {pool.queue_timeout:g}s)",
-                        retry_after=max(1.0, pool.min_idle_before_evict),
-                    )
-                timeout = remaining
-                if pool.when_full == "evict-lru":
-                    soon = self._next_evictable_in(user)
-                    if soon is not None:
-                        timeout = min(timeout, soon + 0.001)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
-                except TimeoutError:
-                    pass
-                if self.state is not PoolState.RUNNING:
-                    raise RuntimeUnavailable("the pool is shutting down")
-                # Only the head of the queue and those woken with it try; others wait on.
-                ok, victim = self._try_reserve(user, queued=True)
-                if ok:
-                    return victim
-                if waiter.done():
-                    self._waiters.remove(waiter)
-                    waiter = loop.create_future()
-                    self._waiters.append(waiter)
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-            if not waiter.done():
-                waiter.cancel()
-            # A slot freed while we were giving up belongs to the next in line.
-            self._wake_waiters()
 
     # ----------------------------------------------------------------- create
 
@@ -499,10 +360,10 @@ class SessionPool:
         future: asyncio.Future[Session] = loop.create_future()
         user = key[0]
         if nowait:
-            ok, victim = self._try_reserve(user, queued=False)
+            ok, victim = self.capacity.try_reserve(user, queued=False)
             if not ok:
                 self.metrics.acquires["refused"] += 1
-                raise CapacityError(self._capacity_message(user), retry_after=5)
+                raise CapacityError(self.capacity.message(user), retry_after=5)
             session = self._new_session(user, template, primary=primary)
             self._flights[future] = session
             self._spawn_start(session, template, credentials, future, victim, key, primary)
@@ -531,7 +392,7 @@ class SessionPool:
     ) -> None:
         user = key[0]
         try:
-            victim = await self._reserve(user)
+            victim = await self.capacity.reserve(user)
         except BaseException as e:
             if isinstance(e, CapacityError):
                 self.metrics.acquires["refused"] += 1
@@ -557,11 +418,7 @@ class SessionPool:
         try:
             port = self.ports.allocate()
         except PodwardenError:
-            self._live -= 1
-            self._user_live[user] -= 1
-            if self._user_live[user] <= 0:
-                del self._user_live[user]
-            self._wake_waiters()
+            self.capacity.give_back(user)
             raise
         session_id = make_session_id(user, template.name)
         while session_id in self._sessions:
@@ -676,7 +533,7 @@ class SessionPool:
         session.ready_at = now
         session.phase = "ready"
         session.refresh_failures = 0
-        self._lru_add(session)
+        self.capacity.lru_add(session)
         elapsed = time.monotonic() - started
         self.metrics.start_seconds.observe(elapsed)
         self.bus.publish(
@@ -851,7 +708,7 @@ class SessionPool:
         session.transition(SessionState.STARTING)
         session.phase = "recycling"
         session.last_error = reason
-        self._lru_remove(session)
+        self.capacity.lru_remove(session)
         self.metrics.recycles += 1
         self.bus.publish(
             EventKind.RECYCLED,
@@ -892,14 +749,14 @@ class SessionPool:
     def adopt(self, session: Session, *, primary: bool, port: int | None) -> None:
         """Register a session found alive at start-up (``recovery`` calls this)."""
         self._sessions[session.session_id] = session
-        self._take_slot(session.user)
+        self.capacity.take(session.user)
         key = (session.user, session.template)
         if primary and key not in self._primary:
             self._primary[key] = session.session_id
             self._is_primary.add(session.session_id)
         self._launcher.ports_of[session.session_id] = self.ports.allocate(port)
         if session.state is SessionState.READY:
-            self._lru_add(session)
+            self.capacity.lru_add(session)
 
     def remember_ended(self, session: Session) -> None:
         """Register a session that ended while podwarden was down (for people to see)."""
@@ -967,7 +824,7 @@ class SessionPool:
                 del self._inflight[key]
         session.ready_at = self.clock()
         session.phase = "ready"
-        self._lru_add(session)
+        self.capacity.lru_add(session)
         self.bus.publish(
             EventKind.READY,
             f"{session.session_id} ready (adopted)",
