@@ -1,12 +1,12 @@
 """UI to backend: every command runs in a worker, and every outcome is told in one place.
 
-Commands (acquire, evict, read a log) are ``@work(exclusive=True, exit_on_error=False)``
-workers, one group per kind, so a slow backend never blocks a key and a repeated command
-replaces the one still waiting. ``on_worker_state_changed`` is the one handler that
-reports what they did: success and failure alike end in a toast (which vanishes) and a
-line in the log panel (which stays); a refusal the new-session modal can show under
-its field keeps the modal open. Starts and evictions the operator asked for get a
-second note when their events say how they ended.
+Commands (acquire, evict, remove orphans, read a log) are ``@work(exclusive=True,
+exit_on_error=False)`` workers, one group per kind, so a slow backend never blocks a key
+and a repeated command replaces the one still waiting. ``on_worker_state_changed`` is
+the one handler that reports what they did: success and failure alike end in a toast
+(which vanishes) and a line in the log panel (which stays); a refusal the new-session
+modal can show under its field keeps the modal open. Starts and evictions the operator
+asked for get a second note when their events say how they ended.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from textual.app import App
 from textual.worker import Worker, WorkerState
 
 from backend.client import PodwardenClient
-from backend.errors import InvalidRequest, PodwardenError
+from backend.errors import InvalidRequest, PodwardenError, SessionNotFound
+from tui.format import orphans_word
 from tui.messages import CommandDone
 from tui.model import PoolView
 from tui.screens.evict import EvictScreen
 from tui.screens.new_session import NewSessionRequest, NewSessionScreen
+from tui.screens.orphans import OrphansScreen
 from tui.sync import _reason
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ class CommandsMixin(_AppBase):
     client: PodwardenClient
     view: PoolView
     read_only: bool
+    remote: bool
     paused: bool
     clock: Callable[[], float]
     _asked: dict[str, str]
@@ -68,6 +71,8 @@ class CommandsMixin(_AppBase):
         def set_link(self, state: str, detail: str = "") -> None: ...
 
         def show_pool(self) -> None: ...
+
+        def request_sync(self, full: bool = False) -> None: ...
 
     def request_session(self, request: NewSessionRequest, modal: NewSessionScreen | None) -> None:
         """Ask for a session (from the modal); the modal closes once the backend agrees."""
@@ -119,6 +124,37 @@ class CommandsMixin(_AppBase):
 
         self.push_screen(EvictScreen(session), done)
 
+    @work(group="orphans", exclusive=True, exit_on_error=False, name="remove orphans")
+    async def remove_orphans(self, orphans: list[str]) -> CommandDone:
+        """Stop each orphan in turn; ids the backend no longer lists count as gone.
+
+        The first other failure ends the worker (reported like any command failure); what
+        was removed before it shows as ``orphan_removed`` events in the log.
+        """
+        gone: list[str] = []
+        for sid in orphans:
+            try:
+                await self.client.remove_orphan(sid)
+            except SessionNotFound:
+                gone.append(sid)
+        asked = len(orphans) - len(gone)
+        if self.remote:
+            text = f"removing {orphans_word(asked)}; orphan_removed events follow"
+        else:
+            text = f"removed {orphans_word(asked)}"
+        if gone:
+            text += f" ({len(gone)} already gone)"
+        return CommandDone("Orphans", text)
+
+    def confirm_remove_orphans(self, orphans: list[str]) -> None:
+        """Ask first; remove every listed orphan on yes."""
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.remove_orphans(orphans)
+
+        self.push_screen(OrphansScreen(orphans), done)
+
     @work(group="logs", exclusive=True, exit_on_error=False, name="read log")
     async def load_log(self, session_id: str) -> None:
         """Fetch a session's workload log tail into the log panel (then it follows)."""
@@ -167,6 +203,8 @@ class CommandsMixin(_AppBase):
                     modal.dismiss(None)
                 if done.session is not None and self.main is not None:
                     self.main.select(done.session["session_id"])
+            if worker.group == "orphans":
+                self.request_sync(full=True)  # the header's count comes from health
             self.notify(done.message, title=done.title, markup=False)
             if self.main is not None:
                 self.main.log_panel.add_events(

@@ -22,6 +22,7 @@ __all__ = [
     "clip",
     "clock_time",
     "gauge_bar",
+    "orphans_word",
     "ref_text",
     "state_text",
     "tunnel_text",
@@ -67,6 +68,11 @@ def duration(seconds: float | None) -> str:
         h, rest = divmod(s, 3600)
         return f"{h}h{rest // 60:02d}m" if h < 10 else f"{h}h"
     return f"{s // 86400}d"
+
+
+def orphans_word(count: int) -> str:
+    """``1 orphan`` / ``3 orphans``."""
+    return f"{count} orphan{'' if count == 1 else 's'}"
 
 
 def clip(text: str, width: int) -> str:

@@ -1,8 +1,8 @@
 """The key map: one table that the bindings, the footer, the help screen, the command
 palette and the README all come from, so they can never disagree.
 
-Mutating keys (new, reuse, evict) are marked; ``--read-only`` leaves exactly those
-unbound and out of the palette.
+Mutating keys (new, reuse, evict, clean up orphans) are marked; ``--read-only`` leaves
+exactly those unbound and out of the palette.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ KEYS: tuple[Key, ...] = (
     Key("n", "new_session", "New", "New session: user, template, reuse", "n", True, True),
     Key("r", "reuse", "Reuse", "Reuse the selected row's user session", "r", True, True),
     Key("e", "evict", "Evict", "Evict the selected session (asks first)", "e", True, True),
+    Key(
+        "O", "clean_orphans", "Clean up orphans", "Stop orphaned workloads (asks first)", "O", True
+    ),
     Key("l", "toggle_logs", "Logs", "Maximize or restore the log panel", "l", footer=True),
     Key("o", "log_source", "Log source", "Log panel: backend events / session log", "o"),
     Key("slash", "filter", "Filter", "Filter by user, state or template", "/", footer=True),

@@ -1,6 +1,9 @@
-"""The help screen: every key, from the same table the bindings are made from."""
+"""The help screen: every key, from the same table the bindings are made from, and
+what the header's markers mean when one is showing (orphans)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -10,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.format import orphans_word
 from tui.keys import KEYS, TABLE_KEYS
 
 __all__ = ["HelpScreen"]
@@ -29,9 +33,10 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
-    def __init__(self, read_only: bool = False) -> None:
+    def __init__(self, read_only: bool = False, orphans: Sequence[str] = ()) -> None:
         super().__init__()
         self.read_only = read_only
+        self.orphans = list(orphans)
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
@@ -47,6 +52,13 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("", "")
         table.add_row("", Text("States: ◌ starting  ● ready  ↻ refreshing", style="dim"))
         table.add_row("", Text("        ✗ failed  ▽ stopping  · ended", style="dim"))
+        if self.orphans:
+            fix = "O cleans them up" if not self.read_only else "read-only: cannot clean up"
+            table.add_row("", "")
+            table.add_row(
+                Text(f"⚠ {orphans_word(len(self.orphans))}", style="bold yellow"),
+                f"Workloads the runtime runs but the pool does not know; {fix}.",
+            )
         with VerticalScroll(id="help") as box:
             box.border_title = "Keys"
             box.border_subtitle = "esc closes"

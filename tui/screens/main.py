@@ -105,6 +105,7 @@ class MainScreen(Screen[None]):
             g.failed = int(health.get("failed_sessions") or 0)
             g.queued = int(health.get("queued_acquires") or 0)
             g.per_user_max = int(health.get("max_sessions_per_user") or 0)
+            self.status.orphans = len(health.get("orphans") or ())
         counts = view.user_counts()
         self.gauges.users = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         selected = self.table.selected_id
@@ -183,6 +184,15 @@ class MainScreen(Screen[None]):
             return
         self.papp.confirm_evict(session)
 
+    def action_clean_orphans(self) -> None:
+        orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]
+        if not orphans:
+            self.notify(
+                "No orphaned workloads: the runtime runs only pool sessions.", title="Orphans"
+            )
+            return
+        self.papp.confirm_remove_orphans(orphans)
+
     def action_toggle_logs(self) -> None:
         if self.maximized is self.log_panel:
             self.minimize()
@@ -250,4 +260,5 @@ class MainScreen(Screen[None]):
         self.notify("Live updates paused (p resumes)." if self.papp.paused else "Live updates on.")
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.settings.read_only))
+        orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]
+        self.app.push_screen(HelpScreen(self.settings.read_only, orphans))

@@ -30,6 +30,7 @@ _KIND_STYLE = {
     "runtime_degraded": "bold red",
     "ready": "green",
     "cleanup_verified": "green",
+    "orphan_removed": "green",
     "error": "bold red",
 }
 

@@ -1,7 +1,8 @@
 """The header line: which runtime, which API, whether the data is live, and since when.
 
 One line, because at 80x24 every line is a table row. Each state is a word; colour
-only repeats it, so a stale link reads ``STALE`` in NO_COLOR too.
+only repeats it, so a stale link reads ``STALE`` in NO_COLOR too, and orphaned
+workloads read ``⚠ 2 orphans``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.format import clip, clock_time, duration
+from tui.format import clip, clock_time, duration, orphans_word
 
 __all__ = ["StatusBar"]
 
@@ -55,6 +56,8 @@ class StatusBar(Widget):
     """Read-only console: shows ``RO``."""
     paused: reactive[bool] = reactive(False)
     """Live updates paused: shows ``PAUSED``."""
+    orphans: reactive[int] = reactive(0)
+    """Workloads the pool does not know (health ``orphans``): shows ``⚠ 2 orphans``."""
     now: reactive[float] = reactive(0.0)
     """The clock, advanced by the app's tick (drives the STALE age)."""
 
@@ -78,6 +81,8 @@ class StatusBar(Widget):
             tags.append((" ‖ PAUSED ", "bold reverse"))
         if self.status == "degraded":
             tags.append((" ▲ DEGRADED ", "bold reverse red"))
+        if self.orphans:
+            tags.append((f" ⚠ {orphans_word(self.orphans)} ", "bold reverse yellow"))
         parts = [clip(self.runtime, 28)]
         if self.api_address:
             parts.append(f"API {self.api_address}")
