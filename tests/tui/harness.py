@@ -129,6 +129,13 @@ class Pool:
         self.clock.advance(3)
         return ids
 
+    async def orphan(self, session_id: str, user: str = "mallory") -> None:
+        """Start a workload behind the pool's back; the drift check lists it as an orphan."""
+        spec = WorkloadSpec(session_id, user, self.backend.settings.templates["demo"], Path("."))
+        await self.runtime.start(spec, lambda phase: None)
+        await self.backend.check_drift()
+        assert session_id in self.backend.orphans
+
     async def full(self, n: int = 10) -> None:
         """``n`` ready sessions of distinct users (the pool holds 10)."""
         for i in range(n):

@@ -37,6 +37,20 @@ def full(pool: Pool) -> Any:
     return before
 
 
+def orphans(pool: Pool) -> Any:
+    """The mixed pool plus two workloads the pool does not know (found by the drift check)."""
+
+    async def before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pool.mixed()
+        await pool.orphan("mallory-demo-0000000a", user="mallory")
+        await pool.orphan("trent-chromium-0000000b", user="trent")
+        pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
+        await settle(pilot)
+
+    return before
+
+
 @pytest.mark.parametrize("size", SIZES)
 class TestMainScreen:
     def test_empty(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
@@ -74,6 +88,10 @@ class TestModals:
     def test_evict_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """Names user, session and workload; the focus is on Cancel."""
         assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["e"])
+
+    def test_orphans_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """``⚠ 2 orphans`` in the header; O lists them, says what happens, focus on Cancel."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=orphans(pool), press=["O"])
 
     def test_help(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         assert snap_compare(pool.app(), terminal_size=size, run_before=settle, press=["?"])
