@@ -10,38 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
 
 from tui.format import ref_text
+from tui.screens.confirm import StopConfirmScreen
 
 __all__ = ["EvictScreen"]
 
 
-class EvictScreen(ModalScreen[bool]):
+class EvictScreen(StopConfirmScreen):
     """Confirm the eviction of one session; dismisses with True to evict."""
 
-    AUTO_FOCUS = "#cancel"
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-    DEFAULT_CSS = """
-    EvictScreen { align: center middle; }
-    EvictScreen #dialog {
-        width: 64; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $error; background: $surface; padding: 0 1;
-    }
-    EvictScreen #buttons { height: auto; align-horizontal: right; margin-top: 1; }
-    EvictScreen Button { margin-left: 2; }
-    """
+    TITLE_TEXT = "Evict"
+    CONFIRM_LABEL = "Evict"
+    CONFIRM_ID = "evict"
 
     def __init__(self, session: dict[str, Any]) -> None:
         super().__init__()
         self.session = session
 
-    def compose(self) -> ComposeResult:
+    def body(self) -> Text:
         s = self.session
         text = Text()
         text.append("Evict this session?\n\n", style="bold")
@@ -55,17 +42,4 @@ class EvictScreen(ModalScreen[bool]):
             text.append(f"{value}\n")
         text.append("\nIts workload is stopped and the cleanup verified; the user's next ")
         text.append("request starts a new session.")
-        with Vertical(id="dialog") as dialog:
-            dialog.border_title = "Evict"
-            yield Static(text)
-            with Horizontal(id="buttons"):
-                yield Button("Cancel", id="cancel", compact=True)
-                yield Button("Evict", variant="error", id="evict", compact=True)
-
-    @on(Button.Pressed, "#evict")
-    def _evict(self) -> None:
-        self.dismiss(True)
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+        return text
