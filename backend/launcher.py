@@ -112,6 +112,24 @@ class Launcher:
         assert last is not None
         raise last
 
+    async def resume(self, session: Session, template: Template) -> None:
+        """Finish a start that began before a restart: wait for the workload it made; if
+        that does not get ready, stop it and start afresh (with retries)."""
+        assert session.handle is not None
+        spec = self.spec(session, template)
+
+        def on_phase(phase: str) -> None:
+            session.phase = phase
+
+        try:
+            session.handle = await self.runtime.wait_ready(
+                session.handle, spec, template.ready_timeout, on_phase
+            )
+            return
+        except (StartError, RuntimeUnavailable):
+            await self.stop(session, "restarting an interrupted start")
+        await self.start(session, template)
+
     async def stop(self, session: Session, why: str) -> None:
         handle = session.handle
         if handle is None:

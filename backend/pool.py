@@ -500,13 +500,24 @@ class SessionPool:
         future: asyncio.Future[Session],
         victim: Session | None,
         key: Key,
+        how: str = "fresh",
     ) -> None:
-        """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready."""
+        """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready.
+
+        ``how``: ``fresh`` (a new session), ``recycle`` (replace the dead workload first)
+        or ``resume`` (a start interrupted by a restart: wait for the workload it made).
+        """
         started = time.monotonic()
         try:
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted before this task got to run
-            await self._launcher.start(session, template)
+            if how == "recycle":
+                await self._launcher.close_tunnel(session)
+                await self._launcher.stop(session, "recycling")
+            if how == "resume":
+                await self._launcher.resume(session, template)
+            else:
+                await self._launcher.start(session, template)
             if victim is not None:
                 session.phase = "waiting for evicted session's cleanup"
                 stop = self._stop_tasks.get(victim.session_id)
@@ -717,22 +728,20 @@ class SessionPool:
             user=session.user,
             reason=reason,
         )
+        self._begin_flight(session, template, "recycle")
+
+    def _begin_flight(self, session: Session, template: Template, how: str) -> None:
+        """Start an existing session's workload again; acquires for its key join in."""
         key = (session.user, session.template)
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         if self._primary.get(key) == session.session_id:
             self._inflight[key] = future
         self._flights[future] = session
         task = self._spawn(
-            self._recycle(session, template, future, key), f"recycle {session.session_id}"
+            self._start(session, template, future, None, key, how),
+            f"{how} {session.session_id}",
         )
         self._track_start(session, task, future, key)
-
-    async def _recycle(
-        self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
-    ) -> None:
-        await self._launcher.close_tunnel(session)
-        await self._launcher.stop(session, "recycling")
-        await self._start(session, template, future, None, key)
 
     # ----------------------------------------------------------------- persistence
 
@@ -777,59 +786,4 @@ class SessionPool:
                 session, f"template {session.template!r} is not configured", EventKind.TERMINATING
             )
             return
-        key = (session.user, session.template)
-        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        if self._primary.get(key) == session.session_id:
-            self._inflight[key] = future
-        self._flights[future] = session
-        task = self._spawn(
-            self._finish_adopted_start(session, template, future, key),
-            f"adopt {session.session_id}",
-        )
-        self._track_start(session, task, future, key)
-
-    async def _finish_adopted_start(
-        self, session: Session, template: Template, future: asyncio.Future[Session], key: Key
-    ) -> None:
-        assert session.handle is not None
-        spec = self._launcher.spec(session, template)
-
-        def on_phase(phase: str) -> None:
-            session.phase = phase
-
-        try:
-            session.handle = await self.runtime.wait_ready(
-                session.handle, spec, template.ready_timeout, on_phase
-            )
-        except (StartError, RuntimeUnavailable):
-            # Its start began before the restart; begin again from scratch.
-            await self._launcher.stop(session, "restarting an interrupted start")
-            await self._start(session, template, future, None, key)
-            return
-        await self._ready_adopted(session, future, key)
-
-    async def _ready_adopted(
-        self, session: Session, future: asyncio.Future[Session], key: Key
-    ) -> None:
-        try:
-            await self._launcher.open_tunnel(session)
-            session.transition(SessionState.READY)
-        except Exception as e:
-            error = e if isinstance(e, PodwardenError) else StartError(repr(e))
-            self._fail(session, error)
-            self._settle(future, error)
-            return
-        finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
-        session.ready_at = self.clock()
-        session.phase = "ready"
-        self.capacity.lru_add(session)
-        self.bus.publish(
-            EventKind.READY,
-            f"{session.session_id} ready (adopted)",
-            session_id=session.session_id,
-            user=session.user,
-        )
-        self._save(session)
-        self._settle(future, session)
+        self._begin_flight(session, template, "resume")
