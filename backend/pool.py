@@ -9,8 +9,8 @@ Capacity is counted in slots: a session holds one from the moment it is created 
 starts terminating or fails. When the pool (or the user's share of it) is full, the
 ``when_full`` policy decides: evict the least recently used ready session that has been
 idle long enough (its stop runs alongside the new start, and the new session is reported
-ready only once the old workload is verified gone), wait in a FIFO queue, or refuse.
-LRU order is kept in ``OrderedDict``s (global and per user), so choosing a victim is O(1).
+ready only once the old workload is verified gone), wait in a FIFO queue, or refuse
+(``capacity.py``, where choosing a victim is O(1)).
 """
 
 from __future__ import annotations
@@ -108,7 +108,11 @@ def validate_credentials(credentials: object) -> dict[str, str]:
 
 
 class SessionPool:
-    """Sessions by id, their capacity slots, LRU order and single-flight starts."""
+    """Sessions by id, their reuse keys and single-flight starts and stops.
+
+    Capacity (slots, LRU order, the waiting queue) is ``self.capacity``; starting and
+    stopping workloads and tunnels is the ``Launcher``'s work.
+    """
 
     def __init__(
         self,
