@@ -76,32 +76,43 @@ async def warm_reuse(state_dir: Path) -> dict[str, float]:
         await backend.stop(stop_sessions=False)
 
 
-async def evict_cost(state_dir: Path, capacity: int) -> dict[str, float]:
-    """Median time of an acquire for a new user that must evict the LRU session."""
-    backend = await make_backend(state_dir, capacity)
+async def evict_costs(state_dir: Path, capacities: tuple[int, ...]) -> list[dict[str, float]]:
+    """Median time of an acquire for a new user that must evict the LRU session, per pool.
+
+    The pools are measured interleaved (one operation on each in turn), so that a machine
+    getting busier or quieter during the run shifts all of them alike, not just one.
+    """
+    backends = [await make_backend(state_dir / str(c), c) for c in capacities]
     try:
-        await fill(backend, capacity)
-        pool = backend.pool
-        timings = []
+        for backend, capacity in zip(backends, capacities, strict=True):
+            await fill(backend, capacity)
+        timings: list[list[float]] = [[] for _ in backends]
         for i in range(EVICT_OPS):
-            t0 = time.perf_counter()
-            await pool.acquire(f"new{i}")
-            timings.append(time.perf_counter() - t0)
-            # let the victim's background cleanup finish before the next measurement
-            await asyncio.sleep(0)
-        ms = [t * 1000 for t in timings]
-        assert pool.active_count == capacity
-        return {"p50_ms": statistics.median(ms), "p99_ms": percentile(ms, 0.99)}
+            for backend, row in zip(backends, timings, strict=True):
+                t0 = time.perf_counter()
+                await backend.pool.acquire(f"new{i}")
+                row.append(time.perf_counter() - t0)
+                # let the victim's background cleanup finish before the next measurement
+                await asyncio.sleep(0)
+        for backend, capacity in zip(backends, capacities, strict=True):
+            assert backend.pool.active_count == capacity
+        return [
+            {
+                "p50_ms": statistics.median(t) * 1000,
+                "p99_ms": percentile(t, 0.99) * 1000,
+            }
+            for t in timings
+        ]
     finally:
-        await backend.stop(stop_sessions=False)
+        for backend in backends:
+            await backend.stop(stop_sessions=False)
 
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         warm = await warm_reuse(root / "warm")
-        small = await evict_cost(root / "small", 10)
-        large = await evict_cost(root / "large", 10000)
+        small, large = await evict_costs(root / "evict", (10, 10000))
     ratio = large["p50_ms"] / small["p50_ms"]
     print("pool bookkeeping (in-memory runtime, SQLite store on)")
     print(f"{'measure':44} {'p50 ms':>10} {'p99 ms':>10}")
