@@ -73,6 +73,43 @@ def close_stream(response: Any) -> None:
             pass
 
 
+class StreamThread:
+    """A daemon thread reading one streamed response, stoppable from the event loop.
+
+    Subclasses implement ``_run`` and keep the response they read in ``_response``, so
+    ``stop`` can abort a blocked read at once.
+    """
+
+    thread_name = "podwarden-stream"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the stream; the thread exits as soon as its blocked read returns."""
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            close_stream(response)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float = 2.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 class KubeClient:
     """Blocking client calls made async, retried and counted."""
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from typing import Any
 
 from backend.errors import KubernetesError
 from backend.logs import SessionLogs
 from backend.runtime.kubernetes.apierrors import truncate
-from backend.runtime.kubernetes.client import KubeClient, close_stream, iter_lines
+from backend.runtime.kubernetes.client import KubeClient, StreamThread, close_stream, iter_lines
 from backend.runtime.kubernetes.kinds import PODS
 from backend.runtime.kubernetes.manifests import CONTAINER_NAME
 
@@ -35,7 +33,7 @@ def unavailable_line(pod: str, error: BaseException, verb: str = "followed") -> 
     return f"[podwarden] the log of pod {pod} cannot be {verb}: {truncate(detail, 240)}"
 
 
-class LogFollower:
+class LogFollower(StreamThread):
     """Streams one pod's log lines into ``SessionLogs`` until stopped or the pod ends."""
 
     def __init__(
@@ -47,31 +45,14 @@ class LogFollower:
         logs: SessionLogs,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__()
         self.client = client
         self.namespace = namespace
         self.session_id = session_id
         self.pod = pod
         self._logs = logs
         self._loop = loop
-        self._stop = threading.Event()
-        self._response: Any = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"podwarden-log-{self.session_id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        response = self._response
-        if response is not None:
-            close_stream(response)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        self.thread_name = f"podwarden-log-{session_id}"
 
     def _emit(self, line: str) -> None:
         if self._stop.is_set():

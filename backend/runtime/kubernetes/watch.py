@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from backend.errors import KubernetesError
-from backend.runtime.kubernetes.client import KubeClient, close_stream, iter_lines
+from backend.runtime.kubernetes.client import KubeClient, StreamThread, close_stream, iter_lines
 from backend.runtime.kubernetes.kinds import Kind
 from backend.runtime.kubernetes.manifests import LABEL_SESSION
 
@@ -55,7 +54,7 @@ def session_of(obj: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-class Reflector:
+class Reflector(StreamThread):
     """A live cache of one kind, grouped by session."""
 
     def __init__(
@@ -71,6 +70,7 @@ class Reflector:
         retry_delays: tuple[float, ...] | None = None,
         watch_seconds: int = WATCH_SECONDS,
     ) -> None:
+        super().__init__()
         self.client = client
         self.kind = kind
         self.namespace = namespace
@@ -90,27 +90,7 @@ class Reflector:
         self.error = ""
         self.relists = 0
         self.events = 0
-        self._stop = threading.Event()
-        self._response: Any = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ control
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"podwarden-watch-{self.kind.plural}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the watch; the thread exits as soon as its blocked read returns."""
-        self._stop.set()
-        response = self._response
-        if response is not None:
-            close_stream(response)
-
-    def join(self, timeout: float = 2.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.thread_name = f"podwarden-watch-{kind.plural}"
 
     # ------------------------------------------------------------------ thread side
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
