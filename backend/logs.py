@@ -35,10 +35,6 @@ class SessionLogs:
         lines = list(self._lines.get(session_id, ()))
         return lines[-limit:] if limit else lines
 
-    def tail(self, session_id: str, count: int = 5) -> list[str]:
-        """The last ``count`` lines (for error messages)."""
-        return self.get(session_id, count)
-
     def drop(self, session_id: str) -> None:
         """Forget a session's lines (after it has ended and been pruned)."""
         self._lines.pop(session_id, None)

@@ -41,7 +41,7 @@ from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
 from backend.models import Session, SessionState, make_session_id, validate_user
-from backend.runtime.base import Runtime, Tunnel
+from backend.runtime.base import Runtime
 from backend.store import Store
 from backend.templates import Template
 from backend.tunnels import PortAllocator
@@ -225,9 +225,6 @@ class SessionPool:
     @property
     def queued(self) -> int:
         return self.capacity.queued
-
-    def tunnel(self, session_id: str) -> Tunnel | None:
-        return self._launcher.tunnels.get(session_id)
 
     def template(self, name: str | None) -> Template:
         """The named template (the default when None); ``UnknownTemplate`` else."""

@@ -291,13 +291,6 @@ class Store:
         self._submit(_AfterCommit(lambda: loop.call_soon_threadsafe(settle)))
         await done
 
-    def flush_sync(self, timeout: float = 10.0) -> None:
-        """``flush`` for callers outside the event loop."""
-        done = threading.Event()
-        self._submit_touches()
-        self._submit(_AfterCommit(done.set))
-        done.wait(timeout)
-
     def load_sessions(self) -> list[StoredSession]:
         """Every session row, for recovery at start-up."""
         connection = self._connect()
