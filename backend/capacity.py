@@ -1,11 +1,18 @@
 """Capacity: slots, least-recently-used order and the queue of acquires waiting for room.
 
 A session holds one slot from its creation until it starts terminating or fails; the
-totals are kept per pool and per user. Ready sessions are kept in ``OrderedDict``s in
-order of last use (global and per user), so the eviction candidate is the first entry:
-O(1) whatever the pool's size. Acquires that find no room wait in a FIFO queue; nobody
-overtakes those already waiting, and each waiter also wakes by itself when the LRU
-candidate becomes idle long enough to be evicted.
+totals are kept per pool and per user. Ready sessions are kept in an ``OrderedDict`` in
+order of last use, so the eviction candidate is found at its front.
+
+When the pool is full, ``when_full`` decides: ``reject`` refuses at once; ``queue`` and
+``evict-lru`` wait in one strictly first-in, first-out queue, and nobody overtakes those
+already waiting. The queue is served (``serve``) whenever a waiter could have become
+servable: a slot is given back, a session becomes ready (and so evictable), or the LRU
+candidate's ``min_idle_before_evict`` runs out (a timer). So no waiter waits while it
+could be served, and a burst completes in waves.
+
+``max_sessions_per_user`` is a quota, not a reason to wait: a user at it is refused at
+once (``QuotaExceeded``, 429), never queued, and none of the user's sessions is evicted.
 """
 
 from __future__ import annotations
@@ -13,14 +20,23 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from backend.config import PoolSettings
-from backend.errors import CapacityError, RuntimeUnavailable
+from backend.errors import CapacityError, QuotaExceeded, RuntimeUnavailable
 from backend.events import EventBus, EventKind
 from backend.metrics import PoolMetrics
 from backend.models import Session, SessionState
 
 __all__ = ["Capacity"]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    user: str
+    future: asyncio.Future[Session | None]
+    """Resolves to the victim evicted for this waiter (None when a slot was free)."""
+    expiry: asyncio.TimerHandle | None = None
 
 
 class Capacity:
@@ -29,14 +45,12 @@ class Capacity:
     def __init__(
         self,
         settings: PoolSettings,
-        sessions: dict[str, Session],
         clock: Callable[[], float],
         evict: Callable[[Session, str], None],
         bus: EventBus,
         metrics: PoolMetrics,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
         self.clock = clock
         self._evict = evict
         self.bus = bus
@@ -44,170 +58,244 @@ class Capacity:
         self.live = 0
         """Slots held: sessions starting, ready or refreshing."""
         self.user_live: collections.Counter[str] = collections.Counter()
-        self.lru: collections.OrderedDict[str, None] = collections.OrderedDict()
-        """Ready session ids, least recently used first."""
-        self.user_lru: dict[str, collections.OrderedDict[str, None]] = {}
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.lru: collections.OrderedDict[str, Session] = collections.OrderedDict()
+        """Ready (and refreshing) sessions, least recently used first."""
+        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._serving = False
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         """Set when the pool shuts down: waiters give up."""
+
+    # ----------------------------------------------------------------- counts
 
     @property
     def queued(self) -> int:
         """Acquires waiting for room now."""
-        return sum(1 for w in self.waiters if not w.done())
-
-    def give_back(self, user: str, *, wake: bool = True) -> None:
-        """Return a slot taken for ``user``."""
-        self.live -= 1
-        self.user_live[user] -= 1
-        if self.user_live[user] <= 0:
-            del self.user_live[user]
-        if wake:
-            self.wake()
-
-    def release(self, session: Session, *, wake: bool = True) -> None:
-        """Give back a session's slot and drop it from the LRU order."""
-        self.lru_remove(session)
-        self.give_back(session.user, wake=wake)
-
-    def touch(self, session: Session) -> None:
-        """Make a ready session the most recently used."""
-        sid = session.session_id
-        if sid in self.lru:
-            self.lru.move_to_end(sid)
-            self.user_lru[session.user].move_to_end(sid)
-
-    def close(self) -> None:
-        """Refuse every waiter: the pool is shutting down."""
-        self.closed = True
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_exception(RuntimeUnavailable("the pool is shutting down"))
-                waiter.exception()
+        return sum(1 for w in self._queue if not w.future.done())
 
     def take(self, user: str) -> None:
         self.live += 1
         self.user_live[user] += 1
 
-    def wake(self) -> None:
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+    def give_back(self, user: str) -> None:
+        """Return a slot taken for ``user``; the next in line may take it."""
+        self.live -= 1
+        self.user_live[user] -= 1
+        if self.user_live[user] <= 0:
+            del self.user_live[user]
+        self.serve()
+
+    def release(self, session: Session) -> None:
+        """Give back a session's slot and drop it from the LRU order."""
+        self.lru.pop(session.session_id, None)
+        self.give_back(session.user)
+
+    # ----------------------------------------------------------------- LRU order
 
     def lru_add(self, session: Session) -> None:
-        self.lru[session.session_id] = None
-        self.user_lru.setdefault(session.user, collections.OrderedDict())[session.session_id] = None
+        """A session became ready: it joins the order at its place by ``last_used_at``
+        (a recycled session keeps the place its last use gave it), and may now be
+        evicted for a waiter."""
+        if self.lru:
+            newest = next(reversed(self.lru.values()))
+            if newest.last_used_at > session.last_used_at:
+                self.rebuild_lru([*self.lru.values(), session])
+                self.serve()
+                return
+        self.lru[session.session_id] = session
+        self.serve()
 
     def lru_remove(self, session: Session) -> None:
         self.lru.pop(session.session_id, None)
-        per_user = self.user_lru.get(session.user)
-        if per_user is not None:
-            per_user.pop(session.session_id, None)
-            if not per_user:
-                del self.user_lru[session.user]
 
-    def evictable(self, order: collections.OrderedDict[str, None] | None) -> Session | None:
-        """The least recently used ready session of ``order`` if it may be evicted now."""
-        if not order:
+    def rebuild_lru(self, sessions: list[Session]) -> None:
+        """Order ``sessions`` by last use (after re-adoption: the store's ``last_used_at``)."""
+        self.lru = collections.OrderedDict(
+            (s.session_id, s) for s in sorted(sessions, key=lambda s: s.last_used_at)
+        )
+
+    def touch(self, session: Session) -> None:
+        """Make a ready session the most recently used."""
+        if session.session_id in self.lru:
+            self.lru.move_to_end(session.session_id)
+
+    def candidate(self) -> Session | None:
+        """The least recently used ready session (refreshing ones cannot be evicted)."""
+        for session in self.lru.values():
+            if session.state is SessionState.READY:
+                return session
+        return None
+
+    def evictable(self) -> Session | None:
+        """The LRU candidate, if it has been idle for ``min_idle_before_evict``."""
+        session = self.candidate()
+        if session is None:
             return None
-        session = self.sessions[next(iter(order))]
-        idle = self.clock() - session.last_used_at
-        if session.state is SessionState.READY and idle >= self.settings.min_idle_before_evict:
+        if self.clock() - session.last_used_at >= self.settings.min_idle_before_evict:
             return session
         return None
 
-    def next_evictable_in(self, user: str) -> float | None:
-        """Seconds until the LRU candidate becomes evictable (for a queued waiter)."""
-        pool = self.settings
-        order = (
-            self.user_lru.get(user)
-            if self.user_live[user] >= pool.max_sessions_per_user
-            else self.lru
-        )
-        if not order:
-            return None
-        session = self.sessions[next(iter(order))]
-        return max(0.0, session.last_used_at + pool.min_idle_before_evict - self.clock())
+    # ----------------------------------------------------------------- reserving
 
-    def try_reserve(self, user: str, *, queued: bool) -> tuple[bool, Session | None]:
+    def check_quota(self, user: str) -> None:
+        """Refuse at once a user who already holds ``max_sessions_per_user`` sessions."""
+        limit = self.settings.max_sessions_per_user
+        if limit is not None and self.user_live.get(user, 0) >= limit:
+            self.metrics.acquires["refused"] += 1
+            raise QuotaExceeded(
+                f"user {user!r} already holds {limit} sessions, the limit "
+                f"max_sessions_per_user = {limit}; delete one or reuse it",
+                retry_after=5,
+            )
+
+    def _grant(self, user: str) -> tuple[bool, Session | None]:
         """Take a slot for ``user`` now if the policy allows; maybe by evicting (returned)."""
-        pool = self.settings
-        if not queued and any(not w.done() for w in self.waiters):
-            return False, None  # FIFO: nobody overtakes those already waiting
-        user_full = self.user_live.get(user, 0) >= pool.max_sessions_per_user
-        total_full = self.live >= pool.max_sessions
-        if not user_full and not total_full:
+        if self.live < self.settings.max_sessions:
             self.take(user)
             return True, None
-        if pool.when_full != "evict-lru":
+        if self.settings.when_full != "evict-lru":
             return False, None
-        victim = self.evictable(self.user_lru.get(user) if user_full else self.lru)
+        victim = self.evictable()
         if victim is None:
             return False, None
-        self._evict(victim, user)
+        self._evict(victim, user)  # gives its slot back (re-entrant serve is a no-op)
         self.metrics.evictions += 1
         self.take(user)
         return True, victim
 
-    def message(self, user: str) -> str:
+    def _waiting(self) -> bool:
+        return any(not w.future.done() for w in self._queue)
+
+    def try_reserve(self, user: str) -> Session | None:
+        """A slot now or ``CapacityError``; never waits. Returns the victim, if any."""
+        self.check_quota(user)
+        if not self._waiting():  # FIFO: nobody overtakes those already waiting
+            ok, victim = self._grant(user)
+            if ok:
+                return victim
+        self.metrics.acquires["refused"] += 1
+        raise CapacityError(self.message(), retry_after=self._retry_after())
+
+    async def reserve(self, user: str) -> Session | None:
+        """Wait for a slot as the policy says; returns a victim being evicted, if any.
+
+        Raises ``QuotaExceeded`` at once, ``CapacityError`` at once (``reject``) or after
+        ``queue_timeout``, ``RuntimeUnavailable`` when the pool shuts down. Cancelled, it
+        leaves the queue, or hands on the slot it was given just before.
+        """
+        if self.closed:
+            raise RuntimeUnavailable("the pool is shutting down")
+        self.check_quota(user)
+        if not self._waiting():
+            ok, victim = self._grant(user)
+            if ok:
+                return victim
         pool = self.settings
-        if self.user_live.get(user, 0) >= pool.max_sessions_per_user:
-            return (
-                f"user {user!r} already holds {pool.max_sessions_per_user} sessions "
-                f"(max_sessions_per_user); delete one or reuse it"
+        if pool.when_full == "reject":
+            self.metrics.acquires["refused"] += 1
+            raise CapacityError(self.message(), retry_after=self._retry_after())
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(user, loop.create_future())
+        waiter.expiry = loop.call_later(pool.queue_timeout, self._expire, waiter)
+        self._queue.append(waiter)
+        self.bus.publish(
+            EventKind.QUEUED,
+            f"{user} waits for room in the pool ({self.live}/{pool.max_sessions} active, "
+            f"{self.queued} waiting)",
+            user=user,
+        )
+        self._arm_idle_timer()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.give_back(user)  # granted as we gave up: the slot is the next one's
+            raise
+        finally:
+            waiter.expiry.cancel()
+            if not waiter.future.done():
+                waiter.future.cancel()
+            self._drop_done()
+
+    def _expire(self, waiter: _Waiter) -> None:
+        if waiter.future.done():
+            return
+        self.metrics.acquires["refused"] += 1
+        waiter.future.set_exception(
+            CapacityError(
+                self.message() + f" (waited {self.settings.queue_timeout:g}s)",
+                retry_after=self._retry_after(),
             )
+        )
+        self._drop_done()
+
+    def _drop_done(self) -> None:
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        if len(self._queue) > 64 and self.queued < len(self._queue) // 2:
+            self._queue = collections.deque(w for w in self._queue if not w.future.done())
+
+    def serve(self) -> None:
+        """Hand slots to waiters, first in first out, for as long as the policy allows."""
+        if self._serving or self.closed:
+            return
+        self._serving = True
+        try:
+            while self._queue:
+                head = self._queue[0]
+                if head.future.done():
+                    self._queue.popleft()
+                    continue
+                try:
+                    self.check_quota(head.user)
+                except QuotaExceeded as e:  # the user's own sessions filled up meanwhile
+                    self._queue.popleft()
+                    head.future.set_exception(e)
+                    continue
+                ok, victim = self._grant(head.user)
+                if not ok:
+                    break
+                self._queue.popleft()
+                head.future.set_result(victim)
+        finally:
+            self._serving = False
+        self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        """Wake the queue when the LRU candidate has been idle long enough to evict."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.settings.when_full != "evict-lru" or not self._waiting():
+            return
+        candidate = self.candidate()
+        if candidate is None:
+            return  # serve() runs again when a session becomes ready
+        due = candidate.last_used_at + self.settings.min_idle_before_evict - self.clock()
+        if due > 0:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(due + 0.001, self.serve)
+
+    def close(self) -> None:
+        """Refuse every waiter: the pool is shutting down."""
+        self.closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for waiter in self._queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(RuntimeUnavailable("the pool is shutting down"))
+        self._queue.clear()
+
+    # ----------------------------------------------------------------- words
+
+    def _retry_after(self) -> float:
+        return max(1.0, self.settings.min_idle_before_evict)
+
+    def message(self) -> str:
+        pool = self.settings
         return (
             f"the pool is full ({self.live}/{pool.max_sessions}) and no session may be "
             f"evicted (policy {pool.when_full}, min_idle_before_evict "
             f"{pool.min_idle_before_evict:g}s); retry later or delete a session"
         )
-
-    async def reserve(self, user: str) -> Session | None:
-        """Wait for a slot as the policy says; returns a victim being evicted, if any."""
-        pool = self.settings
-        ok, victim = self.try_reserve(user, queued=False)
-        if ok:
-            return victim
-        if pool.when_full == "reject":
-            raise CapacityError(self.message(user), retry_after=5)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + pool.queue_timeout
-        self.bus.publish(
-            EventKind.QUEUED, f"{user} waits for room in the pool ({self.live} active)", user=user
-        )
-        waiter: asyncio.Future[None] = loop.create_future()
-        self.waiters.append(waiter)
-        try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise CapacityError(
-                        self.message(user) + f" (waited {pool.queue_timeout:g}s)",
-                        retry_after=max(1.0, pool.min_idle_before_evict),
-                    )
-                timeout = remaining
-                if pool.when_full == "evict-lru":
-                    soon = self.next_evictable_in(user)
-                    if soon is not None:
-                        timeout = min(timeout, soon + 0.001)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
-                except TimeoutError:
-                    pass
-                if self.closed:
-                    raise RuntimeUnavailable("the pool is shutting down")
-                # Only the head of the queue and those woken with it try; others wait on.
-                ok, victim = self.try_reserve(user, queued=True)
-                if ok:
-                    return victim
-                if waiter.done():
-                    self.waiters.remove(waiter)
-                    waiter = loop.create_future()
-                    self.waiters.append(waiter)
-        finally:
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
-            if not waiter.done():
-                waiter.cancel()
-            # A slot freed while we were giving up belongs to the next in line.
-            self.wake()

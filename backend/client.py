@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
+from backend.operations import Operations
 from backend.service import Backend
 
-__all__ = ["LocalClient", "PodwardenClient", "templates_of"]
+__all__ = ["LocalClient", "PodwardenClient"]
 
 
 @runtime_checkable
@@ -62,8 +63,8 @@ class PodwardenClient(Protocol):
     async def remove_orphan(self, session_id: str) -> None:
         """Stop a workload the pool does not know (one of ``health()["orphans"]``).
 
-        Returns once the removal has begun (remote) or ended (embedded); the
-        ``orphan_removed`` event (or ``cleanup_leftover``) says how it ended either way.
+        Returns once the removal has begun; the ``orphan_removed`` event (or
+        ``cleanup_leftover``) says how it ended.
         ``SessionNotFound`` if ``session_id`` is not a known orphan.
         """
         ...
@@ -87,26 +88,13 @@ class PodwardenClient(Protocol):
     async def close(self) -> None: ...
 
 
-def templates_of(backend: Backend) -> list[dict[str, Any]]:
-    """The template list as the API shows it (no command line, no env: they may hold secrets)."""
-    return [
-        {
-            "name": t.name,
-            "port": t.port if backend.settings.runtime.kind == "kubernetes" else None,
-            "readiness": t.readiness,
-            "image": t.image or None,
-            "keepalive": bool(t.keepalive_path),
-            "default": t.name == backend.settings.default_template,
-        }
-        for t in sorted(backend.settings.templates.values(), key=lambda t: t.name)
-    ]
-
-
 class LocalClient:
-    """``PodwardenClient`` over an embedded ``Backend`` in the same event loop."""
+    """``PodwardenClient`` over an embedded ``Backend`` in the same event loop; every
+    answer comes from the same ``Operations`` as the HTTP API's."""
 
     def __init__(self, backend: Backend, api_address: str | None = None) -> None:
         self.backend = backend
+        self.ops = Operations(backend)
         self._api_address = api_address
         self._subscriptions: list[Any] = []
 
@@ -119,13 +107,13 @@ class LocalClient:
         return self._api_address
 
     async def health(self) -> dict[str, Any]:
-        return self.backend.health().to_dict()
+        return self.ops.health()
 
     async def list_sessions(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self.backend.pool.list()]
+        return self.ops.list_sessions()
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
-        return self.backend.pool.get(session_id).to_dict()
+        return self.ops.get_session(session_id)
 
     async def acquire(
         self,
@@ -136,28 +124,26 @@ class LocalClient:
         wait: bool = True,
         credentials: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        pool = self.backend.pool
-        if wait:
-            result = await pool.acquire(user, template, reuse=reuse, credentials=credentials)
-        else:
-            result = pool.acquire_nowait(user, template, reuse=reuse, credentials=credentials)
-        return result.to_dict()
+        _, document = await self.ops.acquire(
+            user, template, reuse=reuse, wait=wait, credentials=credentials
+        )
+        return document
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
-        return self.backend.pool.delete(session_id).to_dict()
+        return self.ops.delete_session(session_id)
 
     async def remove_orphan(self, session_id: str) -> None:
-        await self.backend.remove_orphan(session_id)
+        self.ops.remove_orphan(session_id)
 
     async def templates(self) -> list[dict[str, Any]]:
-        return templates_of(self.backend)
+        return self.ops.templates()
 
     async def logs(self, session_id: str, limit: int = 200) -> list[str]:
-        self.backend.pool.get(session_id)
-        return self.backend.logs.get(session_id, limit)
+        lines: list[str] = self.ops.logs(session_id, limit)["lines"]
+        return lines
 
     async def recent_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.backend.bus.recent(limit)]
+        return self.ops.recent_events(limit)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         subscription = self.backend.bus.subscribe(maxsize=5000)

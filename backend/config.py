@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,9 @@ class PoolSettings:
 
     max_sessions: int = 10
     """Live sessions in total (starting, ready or refreshing)."""
-    max_sessions_per_user: int = 3
-    """Live sessions one user may hold."""
+    max_sessions_per_user: int | None = None
+    """Live sessions one user may hold; None (the default): no limit of its own, only the
+    pool's capacity. At the limit a request for a new session is refused at once (429)."""
     when_full: str = "evict-lru"
     """``evict-lru``, ``queue`` or ``reject``: what an acquire does when the pool is full."""
     queue_timeout: float = 30.0
@@ -57,7 +59,12 @@ class PoolSettings:
     min_idle_before_evict: float = 0.0
     """Seconds a session must be idle before LRU eviction may take it."""
     refresh_interval: float = 300.0
-    """Seconds between background refreshes of each ready session."""
+    """Seconds between background refreshes (probe and keepalive) of each ready session."""
+    liveness_interval: float = 10.0
+    """Seconds a liveness check stays fresh: ready sessions are checked this often, and a
+    reuse whose last successful check is older probes the workload first."""
+    liveness_timeout: float = 2.0
+    """Seconds one liveness check may take before the workload counts as hung."""
     refresh_jitter: float = 0.1
     """Fraction of ``refresh_interval`` by which each round is randomly shifted."""
     refresh_concurrency: int = 4
@@ -156,15 +163,20 @@ class Settings:
         """Raise ``ConfigError`` for values that are well-typed but unusable together."""
         pool = self.pool
         _positive("pool.max_sessions", pool.max_sessions)
-        _positive("pool.max_sessions_per_user", pool.max_sessions_per_user)
+        if pool.max_sessions_per_user is not None:
+            _positive("pool.max_sessions_per_user", pool.max_sessions_per_user)
         _positive("pool.refresh_concurrency", pool.refresh_concurrency)
         _positive("pool.start_attempts", pool.start_attempts)
         _positive("pool.refresh_failures_before_recycle", pool.refresh_failures_before_recycle)
         _positive("pool.log_lines", pool.log_lines)
         for key in ("queue_timeout", "min_idle_before_evict", "start_backoff", "stop_grace"):
             _non_negative(f"pool.{key}", getattr(pool, key))
-        if pool.refresh_interval <= 0:
-            raise ConfigError("pool.refresh_interval", "must be > 0 seconds")
+        for key in ("refresh_interval", "liveness_interval", "liveness_timeout"):
+            value = getattr(pool, key)
+            if not (0 < value < float("inf")):
+                raise ConfigError(
+                    f"pool.{key}", f"must be a finite number > 0 seconds, got {value}"
+                )
         if not 0 <= pool.refresh_jitter < 1:
             raise ConfigError("pool.refresh_jitter", "must be in [0, 1)")
         _choice("pool.when_full", pool.when_full, WHEN_FULL)
@@ -223,6 +235,10 @@ def _describe(value: object) -> str:
 def _convert(key: str, value: Any, hint: Any) -> Any:
     """Check and convert one TOML value to the annotated type."""
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1:  # Optional[X]: TOML has no null, so the value is an X
+            return _convert(key, value, inner[0])
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {_describe(value)}")
@@ -332,6 +348,8 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         for part in path:
             target = getattr(target, part)
         hint = typing.get_type_hints(type(target))[name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         if isinstance(value, str) and hint is not str and hint is not Path:
             value = _parse_scalar(dotted, value, hint)
         setattr(target, name, _convert(dotted, value, hint))

@@ -10,6 +10,7 @@ status code through ``status`` and ``code``::
     │   └── UnknownTemplate           422 unknown_template
     ├── SessionNotFound               404 not_found
     ├── CapacityError                 503 capacity          (carries retry_after)
+    │   └── QuotaExceeded             429 quota             (the user's own limit)
     ├── StartError                    502 start_failed      (reason, exit code, log tail)
     ├── RuntimeUnavailable            503 runtime_unavailable
     │   └── KubernetesError           (status from the API server)
@@ -37,6 +38,7 @@ __all__ = [
     "KubeTooManyRequests",
     "KubernetesError",
     "PodwardenError",
+    "QuotaExceeded",
     "RuntimeUnavailable",
     "SessionNotFound",
     "StartError",
@@ -118,6 +120,14 @@ class CapacityError(PodwardenError):
     def __init__(self, message: str, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(CapacityError):
+    """The user already holds ``max_sessions_per_user`` sessions: refused at once, never
+    queued, and never made room for by evicting the user's own sessions."""
+
+    status = 429
+    code = "quota"
 
 
 class StartError(PodwardenError):

@@ -34,8 +34,8 @@ class HealthSnapshot:
     """Acquires waiting for room in the pool."""
     users: int = 0
     """Distinct users holding at least one active session."""
-    max_sessions_per_user: int = 0
-    """The per-user limit (``pool.max_sessions_per_user``)."""
+    max_sessions_per_user: int | None = None
+    """The per-user limit (``pool.max_sessions_per_user``); None: only the pool's capacity."""
     runtime: str = ""
     """Which runtime runs the workloads (``local``, ``kubernetes ctx/ns``)."""
     runtime_ok: bool = True

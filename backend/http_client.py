@@ -27,6 +27,7 @@ from backend.errors import (
     CapacityError,
     InvalidRequest,
     PodwardenError,
+    QuotaExceeded,
     RuntimeUnavailable,
     SessionNotFound,
     StartError,
@@ -44,6 +45,7 @@ _CLASSES: dict[str, type[PodwardenError]] = {
     "unknown_template": UnknownTemplate,
     "not_found": SessionNotFound,
     "capacity": CapacityError,
+    "quota": QuotaExceeded,
     "start_failed": StartError,
     "runtime_unavailable": RuntimeUnavailable,
     "store": StoreError,
@@ -83,7 +85,7 @@ def error_from_response(response: httpx.Response) -> PodwardenError:
     elif cls is SessionNotFound:
         found = re.search(r"no session with id '(.*)'$", message)
         attrs["session_id"] = found.group(1) if found else ""
-    elif cls is CapacityError:
+    elif issubclass(cls, CapacityError):
         attrs["retry_after"] = _retry_after(response.headers.get("retry-after"))
     elif cls is StartError:
         attrs.update(reason=message, exit_code=None, log_tail=[], retryable=True)

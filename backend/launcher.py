@@ -1,10 +1,10 @@
-"""Starting and stopping one session's workload and tunnel through the runtime.
+"""Starting one session's workload and opening its tunnel, through the runtime.
 
 The pool decides *which* session starts or stops and when; the launcher does the work:
-it starts with retries and backoff (each failed try's leftovers removed before the next),
-stops and reports what was left behind, and opens the session's tunnel on its local port,
-skipping ports a foreign process holds. Credentials live here, in memory only, for as
-long as the session may need them again (a recycle restarts the workload with them).
+it starts with retries and backoff (each failed try's leftovers removed before the next,
+through the one stop path in ``cleanup``), and opens the session's tunnel on its local
+port, skipping ports a foreign process holds. Everything it reads and writes about the
+session is on its ``SessionRecord``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from backend.cleanup import WorkloadStopper
 from backend.config import Settings
 from backend.errors import PodwardenError, RuntimeUnavailable, StartError
 from backend.events import EventBus, EventKind
 from backend.metrics import PoolMetrics
 from backend.models import Session
-from backend.runtime.base import Runtime, Tunnel, WorkloadSpec
+from backend.record import SessionRecord
+from backend.runtime.base import Runtime, WorkloadSpec
 from backend.templates import Template
 from backend.tunnels import PortAllocator
 
@@ -26,7 +28,7 @@ __all__ = ["Launcher"]
 
 
 class Launcher:
-    """A session's workload, tunnel, local port and credentials, through the runtime."""
+    """A session's workload and tunnel, through the runtime."""
 
     def __init__(
         self,
@@ -35,53 +37,39 @@ class Launcher:
         bus: EventBus,
         ports: PortAllocator,
         metrics: PoolMetrics,
-        save: Callable[[Session], None],
+        stopper: WorkloadStopper,
+        save: Callable[[SessionRecord], None],
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.bus = bus
         self.ports = ports
         self.metrics = metrics
+        self.stopper = stopper
         self._save = save
-        self.credentials: dict[str, dict[str, str]] = {}
-        """Credentials by session id; never persisted."""
-        self.ports_of: dict[str, int] = {}
-        """The local tunnel port each session holds, from creation to its end."""
-        self.tunnels: dict[str, Tunnel] = {}
-        """Open tunnels by session id."""
 
-    def spec(self, session: Session, template: Template) -> WorkloadSpec:
+    def spec(self, record: SessionRecord, template: Template) -> WorkloadSpec:
+        session = record.session
         return WorkloadSpec(
             session_id=session.session_id,
             user=session.user,
             template=template,
             workdir=Path(self.settings.state_dir) / "sessions" / session.session_id,
-            env=self.credential_env(session.session_id),
+            env=credential_env(record.credentials),
         )
 
-    def credential_env(self, session_id: str) -> dict[str, str]:
-        """The credentials as environment variables, plus ``PODWARDEN_CREDENTIALS`` naming
-        them (names only) so a workload knows which variables hold secrets."""
-        credentials = self.credentials.get(session_id)
-        if not credentials:
-            return {}
-        return {**credentials, "PODWARDEN_CREDENTIALS": ",".join(sorted(credentials))}
-
-    async def start(self, session: Session, template: Template) -> None:
+    async def start(self, record: SessionRecord, template: Template) -> None:
         """Start the workload, retrying with backoff; raise the last error when out of tries."""
         pool = self.settings.pool
-        spec = self.spec(session, template)
-
-        def on_phase(phase: str) -> None:
-            session.phase = phase
-
+        session = record.session
+        spec = self.spec(record, template)
+        on_phase = _phase_setter(session)
         last: PodwardenError | None = None
         for attempt in range(1, pool.start_attempts + 1):
-            handle = None
             try:
                 handle = await self.runtime.start(spec, on_phase)
                 session.handle = handle
-                self._save(session)
+                self._save(record)
                 session.handle = await self.runtime.wait_ready(
                     handle, spec, template.ready_timeout, on_phase
                 )
@@ -92,8 +80,7 @@ class Launcher:
                 raise
             except Exception as e:  # a runtime bug must not leave a half-made workload
                 last = StartError(f"unexpected runtime error: {e!r}")
-            if session.handle is not None:
-                await self.stop(session, "cleaning up a failed start")
+            await self.stop_workload(record, "cleaning up a failed start")
             retryable = getattr(last, "retryable", True)
             if attempt == pool.start_attempts or not retryable:
                 break
@@ -112,63 +99,51 @@ class Launcher:
         assert last is not None
         raise last
 
-    async def resume(self, session: Session, template: Template) -> None:
+    async def resume(self, record: SessionRecord, template: Template) -> None:
         """Finish a start that began before a restart: wait for the workload it made; if
         that does not get ready, stop it and start afresh (with retries)."""
+        session = record.session
         assert session.handle is not None
-        spec = self.spec(session, template)
-
-        def on_phase(phase: str) -> None:
-            session.phase = phase
-
+        spec = self.spec(record, template)
         try:
             session.handle = await self.runtime.wait_ready(
-                session.handle, spec, template.ready_timeout, on_phase
+                session.handle, spec, template.ready_timeout, _phase_setter(session)
             )
             return
         except (StartError, RuntimeUnavailable):
-            await self.stop(session, "restarting an interrupted start")
-        await self.start(session, template)
+            await self.stop_workload(record, "restarting an interrupted start")
+        await self.start(record, template)
 
-    async def stop(self, session: Session, why: str) -> None:
-        handle = session.handle
-        if handle is None:
-            return
-        session.handle = None
-        try:
-            report = await self.runtime.stop(handle, self.settings.pool.stop_grace)
-        except PodwardenError as e:
-            self.bus.publish(
-                EventKind.CLEANUP_LEFTOVER,
-                f"{session.session_id}: {why}: stop failed: {e.message}",
-                session_id=session.session_id,
-                user=session.user,
-            )
-            return
-        if report.leftovers:
-            self.bus.publish(
-                EventKind.CLEANUP_LEFTOVER,
-                f"{session.session_id}: {why}: left behind {', '.join(report.leftovers)}",
-                session_id=session.session_id,
-                user=session.user,
-            )
+    async def stop_workload(self, record: SessionRecord, why: str) -> None:
+        """Stop the session's current workload as one step of a start (no event when
+        verified; leftovers are reported)."""
+        session = record.session
+        handle, session.handle = session.handle, None
+        await self.stopper.stop(
+            handle, session_id=session.session_id, user=session.user, why=why, verified_kind=None
+        )
 
-    async def open_tunnel(self, session: Session) -> None:
+    async def open_tunnel(self, record: SessionRecord, previous_port: int | None = None) -> None:
+        """Open the tunnel on the record's port; a port a foreign process took is never
+        handed out again, and a session that comes back on another port than
+        ``previous_port`` (the one it had before a restart) says so (``tunnel_moved``)."""
+        session = record.session
         assert session.handle is not None
         host = self.settings.tunnels.host
-        port = self.ports_of[session.session_id]
+        if record.port is None:
+            record.port = self.ports.allocate()
+        wanted = record.port if previous_port is None else previous_port
         for _ in range(20):
             try:
-                tunnel = await self.runtime.open_tunnel(session.handle, host, port)
+                tunnel = await self.runtime.open_tunnel(session.handle, host, record.port)
                 break
             except OSError:
                 # Taken by a process we do not know: never hand it out again.
-                self.ports.mark_bad(port)
-                port = self.ports.allocate()
-                self.ports_of[session.session_id] = port
+                self.ports.mark_bad(record.port)
+                record.port = self.ports.allocate()
         else:
             raise StartError("no free local port for the tunnel", retryable=False)
-        self.tunnels[session.session_id] = tunnel
+        record.tunnel = tunnel
         session.tunnel = tunnel.info
         session.listening = tunnel.is_listening
         self.bus.publish(
@@ -177,22 +152,47 @@ class Launcher:
             f"{tunnel.info.target_host}:{tunnel.info.target_port}",
             session_id=session.session_id,
             user=session.user,
-            port=port,
+            port=record.port,
         )
+        if record.port != wanted:
+            self.bus.publish(
+                EventKind.TUNNEL_MOVED,
+                f"{session.session_id} tunnel moved from port {wanted} to {record.port} "
+                f"(port {wanted} is taken by another process): clients must use the new port",
+                session_id=session.session_id,
+                user=session.user,
+                old_port=wanted,
+                new_port=record.port,
+            )
 
-    async def close_tunnel(self, session: Session) -> None:
-        tunnel = self.tunnels.pop(session.session_id, None)
+    async def close_tunnel(self, record: SessionRecord) -> None:
+        tunnel, record.tunnel = record.tunnel, None
         if tunnel is None:
             return
         await tunnel.close()
         self.bus.publish(
             EventKind.TUNNEL_CLOSED,
-            f"{session.session_id} tunnel {tunnel.info.address} closed",
-            session_id=session.session_id,
-            user=session.user,
+            f"{record.session_id} tunnel {tunnel.info.address} closed",
+            session_id=record.session_id,
+            user=record.session.user,
         )
 
-    def release_port(self, session: Session) -> None:
-        port = self.ports_of.pop(session.session_id, None)
+    def release_port(self, record: SessionRecord) -> None:
+        port, record.port = record.port, None
         if port is not None:
             self.ports.release(port)
+
+
+def credential_env(credentials: dict[str, str]) -> dict[str, str]:
+    """The credentials as environment variables, plus ``PODWARDEN_CREDENTIALS`` naming
+    them (names only) so a workload knows which variables hold secrets."""
+    if not credentials:
+        return {}
+    return {**credentials, "PODWARDEN_CREDENTIALS": ",".join(sorted(credentials))}
+
+
+def _phase_setter(session: Session) -> Callable[[str], None]:
+    def on_phase(phase: str) -> None:
+        session.phase = phase
+
+    return on_phase

@@ -61,6 +61,8 @@ class PoolMetrics:
     """Sessions evicted to make room (LRU)."""
     refreshes: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     """Refresh probes by outcome."""
+    liveness: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    """Liveness checks (between refreshes and before a stale reuse) by outcome."""
     recycles: int = 0
     """Sessions whose dead workload was replaced under the same id."""
     terminations: int = 0

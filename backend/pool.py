@@ -1,31 +1,33 @@
 """The session pool: one persistent session per (user, template), inside its capacity.
 
 ``acquire`` is the hot path. A warm hit is a few dictionary operations and an
-``OrderedDict.move_to_end``: no await, no runtime call, no disk wait (the store write is
-queued). A miss is single-flight: every concurrent acquire for one key awaits the same
-future, so one user never gets two sessions by accident.
+``OrderedDict.move_to_end``: no runtime call, no disk wait (the store write is queued).
+When the session's last liveness check is older than ``liveness_interval`` the workload
+is probed first, so a dead or hung workload is never handed out. A miss is single-flight:
+every concurrent acquire for one key awaits the same ``Flight``, so one user never gets
+two sessions by accident.
 
-Capacity is counted in slots: a session holds one from the moment it is created until it
-starts terminating or fails. When the pool (or the user's share of it) is full, the
-``when_full`` policy decides: evict the least recently used ready session that has been
-idle long enough (its stop runs alongside the new start, and the new session is reported
-ready only once the old workload is verified gone), wait in a FIFO queue, or refuse
-(``capacity.py``, where choosing a victim is O(1)).
+Everything the pool holds about a session is on its ``SessionRecord`` (``record.py``).
+Capacity (slots, LRU order, the FIFO queue, the per-user quota) is ``capacity.py``;
+starting workloads and tunnels is the ``Launcher``'s work; every stop goes through the
+``WorkloadStopper`` (``cleanup.py``). The refresher, the liveness checker, the drift
+check and recovery change a session only through the verbs at the end of this class.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from backend.capacity import Capacity
+from backend.cleanup import WorkloadStopper
 from backend.config import Settings
+from backend.credentials import validate_credentials
 from backend.errors import (
     CapacityError,
     InvalidRequest,
@@ -41,6 +43,7 @@ from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
 from backend.models import Session, SessionState, make_session_id, validate_user
+from backend.record import Flight, Key, SessionRecord
 from backend.runtime.base import Runtime
 from backend.store import Store
 from backend.templates import Template
@@ -48,10 +51,8 @@ from backend.tunnels import PortAllocator
 
 __all__ = ["AcquireResult", "PoolState", "SessionPool"]
 
-Key = tuple[str, str]
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEEP_ENDED = 100
+_REUSABLE = (SessionState.READY, SessionState.REFRESHING)
 
 
 class PoolState(str, Enum):
@@ -86,33 +87,8 @@ class AcquireResult:
         return data
 
 
-def validate_credentials(credentials: object) -> dict[str, str]:
-    """Credentials are environment variables for the workload: NAME -> string value.
-
-    Errors name the key, never the value.
-    """
-    if credentials is None:
-        return {}
-    if not isinstance(credentials, dict):
-        raise InvalidRequest("credentials", "must be an object of NAME: value strings")
-    for name, value in credentials.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise InvalidRequest(
-                "credentials", f"key {str(name)[:40]!r} is not a valid environment variable name"
-            )
-        if not isinstance(value, str):
-            raise InvalidRequest(f"credentials.{name}", "must be a string")
-        if "\x00" in value:
-            raise InvalidRequest(f"credentials.{name}", "must not contain NUL characters")
-    return dict(credentials)
-
-
 class SessionPool:
-    """Sessions by id, their reuse keys and single-flight starts and stops.
-
-    Capacity (slots, LRU order, the waiting queue) is ``self.capacity``; starting and
-    stopping workloads and tunnels is the ``Launcher``'s work.
-    """
+    """Session records by id, the reuse key each answers for, and starts in flight."""
 
     def __init__(
         self,
@@ -136,19 +112,19 @@ class SessionPool:
         self.state = PoolState.CREATED
         self.started_at = time.time()
 
-        self._sessions: dict[str, Session] = {}
-        self._primary: dict[Key, str] = {}
-        self._is_primary: set[str] = set()
-        self._inflight: dict[Key, asyncio.Future[Session]] = {}
-        self._flights: dict[asyncio.Future[Session], Session] = {}
-        """The session each start future will resolve to, once it exists."""
-        self._start_tasks: dict[str, asyncio.Task[None]] = {}
-        self._stop_tasks: dict[str, asyncio.Task[None]] = {}
+        self._records: dict[str, SessionRecord] = {}
+        self._primary: dict[Key, SessionRecord] = {}
+        """The session that answers reuse acquires for each key."""
+        self._flights: dict[Key, Flight] = {}
+        """The start a reuse acquire for each key joins."""
         self._background: set[asyncio.Task[Any]] = set()
         self._ended: collections.deque[str] = collections.deque()
-        self._launcher = Launcher(settings, runtime, bus, ports, self.metrics, self._save)
+        self.stopper = WorkloadStopper(runtime, bus, self.metrics, lambda: settings.pool.stop_grace)
+        self._launcher = Launcher(
+            settings, runtime, bus, ports, self.metrics, self.stopper, self._save
+        )
         self.capacity = Capacity(
-            settings.pool, self._sessions, lambda: self.clock(), self._evict, bus, self.metrics
+            settings.pool, lambda: self.clock(), self._evict, bus, self.metrics
         )
         runtime.set_workload_lost_callback(self._on_workload_lost)
 
@@ -174,45 +150,48 @@ class SessionPool:
             return
         self._set_state(PoolState.CLOSING)
         self.capacity.close()
-        tasks = list(self._start_tasks.values())
+        flights = {*self._flights.values(), *(r.flight for r in self._records.values() if r.flight)}
+        tasks = [f.task for f in flights if f.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if stop_sessions:
-            live = [s for s in self._sessions.values() if s.state.is_live]
-            for session in live:
-                self._begin_terminate(session, "backend shutting down", EventKind.TERMINATING)
-        else:
-            # Starting sessions were cancelled above: their half-made workloads must not
-            # outlive us un-adopted in a state nobody waits on.
-            for session in list(self._sessions.values()):
-                if session.state is SessionState.STARTING:
-                    self._begin_terminate(session, "start cancelled by shutdown", None)
-        await asyncio.gather(*list(self._stop_tasks.values()), return_exceptions=True)
-        for session_id, tunnel in list(self._launcher.tunnels.items()):
-            await tunnel.close()
-            self._launcher.tunnels.pop(session_id, None)
+        for record in list(self._records.values()):
+            if stop_sessions and record.session.state.is_live:
+                self._begin_terminate(record, "backend shutting down", EventKind.TERMINATING)
+            elif record.session.state is SessionState.STARTING:
+                # Its start was cancelled above: a half-made workload must not outlive us
+                # un-adopted in a state nobody waits on.
+                self._begin_terminate(record, "start cancelled by shutdown", None)
+        await asyncio.gather(
+            *[r.stop_task for r in self._records.values() if r.stop_task], return_exceptions=True
+        )
+        for record in self._records.values():
+            if record.tunnel is not None:
+                await record.tunnel.close()
+                record.tunnel = None
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*list(self._background), return_exceptions=True)
-        if self.store is not None:
-            for session in self._sessions.values():
-                if session.state.is_live:
-                    self._save(session)
+        for record in self._records.values():
+            if record.session.state.is_live:
+                self._save(record)
         self._set_state(PoolState.CLOSED)
 
     # ----------------------------------------------------------------- queries
 
     def get(self, session_id: str) -> Session:
         """The session with this id, live or recently ended; ``SessionNotFound`` else."""
-        session = self._sessions.get(session_id)
-        if session is None:
+        record = self._records.get(session_id)
+        if record is None:
             raise SessionNotFound(session_id)
-        return session
+        return record.session
 
     def list(self) -> list[Session]:
         """Every known session: live ones and the recently ended."""
-        return list(self._sessions.values())
+        return [r.session for r in self._records.values()]
+
+    def record(self, session_id: str) -> SessionRecord | None:
+        return self._records.get(session_id)
 
     @property
     def active_count(self) -> int:
@@ -244,107 +223,93 @@ class SessionPool:
         template: str | None = None,
         *,
         reuse: bool = True,
+        wait: bool = True,
         credentials: dict[str, str] | None = None,
     ) -> AcquireResult:
         """The user's ready session for ``template`` and whether it was newly started.
 
-        With ``reuse`` (the default) a ready session of the same (user, template) is
-        handed back at once (``is_new_session`` False); otherwise, or when there is none,
-        a new one is started and this returns once it is ready. Raises ``InvalidRequest``,
+        With ``reuse`` (the default) a live, ready session of the same (user, template)
+        is handed back at once (``is_new_session`` False unless its workload was
+        restarted since it was last handed out); otherwise, or when there is none, a new
+        one is started and this returns once it is ready. With ``wait`` False it returns
+        at once with a session that is starting, or raises ``CapacityError`` when it
+        would have to wait for room. Raises ``InvalidRequest``, ``QuotaExceeded``,
         ``CapacityError`` or ``StartError``.
         """
         started = time.perf_counter()
-        future, reused = self._acquire_future(user, template, reuse, credentials)
-        if reused is not None:
-            return AcquireResult(reused, False, (time.perf_counter() - started) * 1000)
-        assert future is not None
-        session = await asyncio.shield(future)
-        return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
-
-    def acquire_nowait(
-        self,
-        user: str,
-        template: str | None = None,
-        *,
-        reuse: bool = True,
-        credentials: dict[str, str] | None = None,
-    ) -> AcquireResult:
-        """Like ``acquire`` but returns at once: a ready session, or one that is starting.
-
-        Raises ``CapacityError`` when the session would have to wait for room.
-        """
-        started = time.perf_counter()
-        future, reused = self._acquire_future(user, template, reuse, credentials, nowait=True)
-        if reused is not None:
-            return AcquireResult(reused, False, (time.perf_counter() - started) * 1000)
-        assert future is not None
-        session = self._flights.get(future)
-        if session is None:  # the start is still queued for room in the pool
-            raise CapacityError(
-                "the pool is full: this session would have to wait for room; "
-                'retry later or ask with "wait": true',
-                retry_after=max(1.0, self.settings.pool.min_idle_before_evict),
-            )
-        return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
-
-    def _acquire_future(
-        self,
-        user: str,
-        template: str | None,
-        reuse: bool,
-        credentials: dict[str, str] | None,
-        nowait: bool = False,
-    ) -> tuple[asyncio.Future[Session] | None, Session | None]:
         self._check_running()
         validate_user(user)
         tpl = self.template(template)
-        creds = validate_credentials(credentials)
+        creds = validate_credentials(credentials, tpl)
         key = (user, tpl.name)
         if reuse:
-            sid = self._primary.get(key)
-            if sid is not None:
-                session = self._sessions[sid]
-                if session.state is SessionState.READY or (
-                    session.state is SessionState.REFRESHING
-                ):
-                    self._touch(session)
-                    self.metrics.acquires["reused"] += 1
-                    self.bus.publish(
-                        EventKind.REUSED,
-                        f"{user} reused {sid}",
-                        session_id=sid,
-                        user=user,
-                        use_count=session.use_count,
-                    )
-                    return None, session
-            inflight = self._inflight.get(key)
-            if inflight is not None:
-                return inflight, None
-        return self._begin_create(key, tpl, creds, primary=reuse, nowait=nowait), None
+            record = self._primary.get(key)
+            if record is not None and creds:
+                self._supply_credentials(record, creds)
+            if record is not None and record.session.state in _REUSABLE and record.flight is None:
+                age = self.clock() - record.checked_at
+                if age <= self.settings.pool.liveness_interval or await self._still_alive(record):
+                    return self._reuse(record, started)
+            flight = self._flights.get(key)
+            if flight is not None:
+                return await self._join(flight, wait, started)
+        flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait)
+        return await self._join(flight, wait, started)
 
-    def _touch(self, session: Session) -> None:
+    def _reuse(self, record: SessionRecord, started: float) -> AcquireResult:
+        session = record.session
         session.last_used_at = self.clock()
         session.use_count += 1
         self.capacity.touch(session)
         if self.store is not None:
             self.store.touch(session)
-
-    # ----------------------------------------------------------------- capacity
-
-    def _release_slot(self, session: Session, *, wake: bool = True) -> None:
-        """Give back the session's slot; called once, when it leaves the live states."""
-        self.capacity.release(session, wake=wake)
-        key = (session.user, session.template)
-        if self._primary.get(key) == session.session_id:
-            del self._primary[key]
-
-    def _evict(self, victim: Session, user: str) -> None:
-        self._begin_terminate(
-            victim,
-            f"evicted (least recently used) to make room for {user}",
-            EventKind.EVICTED,
-            wake=False,
+        new = not record.announced
+        record.announced = True
+        self.metrics.acquires["reused"] += 1
+        self.bus.publish(
+            EventKind.REUSED,
+            f"{session.user} reused {session.session_id}",
+            session_id=session.session_id,
+            user=session.user,
+            use_count=session.use_count,
         )
+        return AcquireResult(session, new, (time.perf_counter() - started) * 1000)
+
+    async def _join(self, flight: Flight, wait: bool, started: float) -> AcquireResult:
+        """Answer from a start in flight: once it is ready, or (no ``wait``) at once."""
+        if not wait:
+            if flight.record is None:  # the start is still queued for room in the pool
+                raise CapacityError(
+                    "the pool is full: this session would have to wait for room; "
+                    'retry later or ask with "wait": true',
+                    retry_after=max(1.0, self.settings.pool.min_idle_before_evict),
+                )
+            flight.announced = True
+            return AcquireResult(
+                flight.record.session, True, (time.perf_counter() - started) * 1000
+            )
+        flight.announced = True
+        flight.callers += 1
+        try:
+            session = await asyncio.shield(flight.future)
+        except asyncio.CancelledError:
+            flight.callers -= 1
+            if flight.callers == 0 and flight.record is None and flight.task is not None:
+                # Nobody waits for a start that has no room yet: withdraw it from the queue.
+                if self._flights.get(flight.key) is flight:
+                    del self._flights[flight.key]
+                flight.task.cancel()
+            raise
+        flight.callers -= 1
+        return AcquireResult(session, True, (time.perf_counter() - started) * 1000)
+
+    def _supply_credentials(self, record: SessionRecord, credentials: dict[str, str]) -> None:
+        """Keep the credentials a caller passed again, for the session's later recycles."""
+        record.credentials = credentials
+        names = tuple(sorted(credentials))
+        if names != record.credential_names:
+            record.credential_names = names
+            self._save(record)
 
     # ----------------------------------------------------------------- create
 
@@ -355,66 +320,57 @@ class SessionPool:
         credentials: dict[str, str],
         *,
         primary: bool,
-        nowait: bool = False,
-    ) -> asyncio.Future[Session]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Session] = loop.create_future()
-        user = key[0]
-        if nowait:
-            ok, victim = self.capacity.try_reserve(user, queued=False)
-            if not ok:
-                self.metrics.acquires["refused"] += 1
-                raise CapacityError(self.capacity.message(user), retry_after=5)
-            session = self._new_session(user, template, primary=primary)
-            self._flights[future] = session
-            self._spawn_start(session, template, credentials, future, victim, key, primary)
-        else:
-            self._spawn(
-                self._create(key, template, credentials, future, primary),
+        wait: bool,
+    ) -> Flight:
+        flight = Flight(key, asyncio.get_running_loop().create_future())
+        if wait:
+            flight.task = self._spawn(
+                self._create(flight, template, credentials, primary),
                 f"create {key[0]}/{key[1]}",
             )
+        else:
+            try:
+                victim = self.capacity.try_reserve(key[0])
+            except CapacityError as e:
+                self._refused(key[0], e)
+                raise
+            record = self._new_record(key[0], template, credentials, primary=primary)
+            flight.record, record.flight = record, flight
+            flight.task = self._spawn(self._start(record, template, victim), f"start {key}")
+        flight.task.add_done_callback(lambda _: self._end_flight(flight, _withdrawn(self)))
         if primary:
-            self._inflight[key] = future
-        return future
+            self._flights[key] = flight
+        return flight
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _refused(self, user: str, error: CapacityError) -> None:
+        self.bus.publish(EventKind.REFUSED, f"{user} refused: {error.message}", user=user)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"podwarden: {name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
 
     async def _create(
-        self,
-        key: Key,
-        template: Template,
-        credentials: dict[str, str],
-        future: asyncio.Future[Session],
-        primary: bool,
+        self, flight: Flight, template: Template, credentials: dict[str, str], primary: bool
     ) -> None:
-        user = key[0]
+        user = flight.key[0]
         try:
             victim = await self.capacity.reserve(user)
-        except BaseException as e:
-            if isinstance(e, CapacityError):
-                self.metrics.acquires["refused"] += 1
-                self.bus.publish(EventKind.REFUSED, f"{user} refused: {e.message}", user=user)
-            self._settle(future, e)
-            if primary and self._inflight.get(key) is future:
-                del self._inflight[key]
-            if not isinstance(e, Exception):
-                raise
+            record = self._new_record(user, template, credentials, primary=primary)
+        except CapacityError as e:
+            self._refused(user, e)
+            self._end_flight(flight, e)
             return
-        try:
-            session = self._new_session(user, template, primary=primary)
         except PodwardenError as e:
-            self._settle(future, e)
-            if primary and self._inflight.get(key) is future:
-                del self._inflight[key]
+            self._end_flight(flight, e)
             return
-        self._flights[future] = session
-        self._spawn_start(session, template, credentials, future, victim, key, primary)
+        flight.record, record.flight = record, flight
+        await self._start(record, template, victim)
 
-    def _new_session(self, user: str, template: Template, *, primary: bool) -> Session:
+    def _new_record(
+        self, user: str, template: Template, credentials: dict[str, str], *, primary: bool
+    ) -> SessionRecord:
         """Register a new starting session in the slot its caller reserved."""
         try:
             port = self.ports.allocate()
@@ -422,16 +378,21 @@ class SessionPool:
             self.capacity.give_back(user)
             raise
         session_id = make_session_id(user, template.name)
-        while session_id in self._sessions:
+        while session_id in self._records:
             session_id = make_session_id(user, template.name)
         now = self.clock()
         session = Session(session_id, user, template.name, created_at=now, last_used_at=now)
-        self._sessions[session_id] = session
         key = (user, template.name)
-        if primary or key not in self._primary:
-            self._primary[key] = session_id
-            self._is_primary.add(session_id)
-        self._launcher.ports_of[session_id] = port
+        record = SessionRecord(
+            session,
+            primary=primary or key not in self._primary,
+            port=port,
+            credentials=credentials,
+            credential_names=tuple(sorted(credentials)),
+        )
+        self._records[session_id] = record
+        if record.primary:
+            self._primary[key] = record
         self.metrics.acquires["new"] += 1
         self.bus.publish(
             EventKind.CREATED,
@@ -440,111 +401,71 @@ class SessionPool:
             user=user,
             template=template.name,
         )
-        self._save(session)
-        return session
+        self._save(record)
+        return record
 
-    def _spawn_start(
-        self,
-        session: Session,
-        template: Template,
-        credentials: dict[str, str],
-        future: asyncio.Future[Session],
-        victim: Session | None,
-        key: Key,
-        primary: bool,
-    ) -> None:
-        if credentials:
-            self._launcher.credentials[session.session_id] = credentials
-        self._track_start(
-            session,
-            self._spawn(
-                self._start(session, template, future, victim, key),
-                f"start {session.session_id}",
-            ),
-            future,
-            key,
-        )
-
-    def _track_start(
-        self, session: Session, task: asyncio.Task[Any], future: asyncio.Future[Session], key: Key
-    ) -> None:
-        """Remember a session's start task; when it ends, however it ends (even cancelled
-        before it ran), its waiters are answered and the single-flight entry is cleared."""
-        self._start_tasks[session.session_id] = task
-
-        def done(_: asyncio.Task[Any]) -> None:
-            if self._start_tasks.get(session.session_id) is task:
-                del self._start_tasks[session.session_id]
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
-            self._settle(
-                future,
-                StartError("the session was deleted while it was starting", retryable=False),
-            )
-
-        task.add_done_callback(done)
-
-    def _settle(self, future: asyncio.Future[Session], result: Session | BaseException) -> None:
-        self._flights.pop(future, None)
+    def _end_flight(self, flight: Flight, result: Session | BaseException) -> None:
+        """Answer a flight's callers and forget it; the first answer counts."""
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        if flight.record is not None and flight.record.flight is flight:
+            flight.record.flight = None
+        future = flight.future
         if future.done():
             return
         if isinstance(result, BaseException):
             future.set_exception(result)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            future.exception()  # retrieved: no "never retrieved" warning without callers
         else:
             future.set_result(result)
 
     async def _start(
-        self,
-        session: Session,
-        template: Template,
-        future: asyncio.Future[Session],
-        victim: Session | None,
-        key: Key,
-        how: str = "fresh",
+        self, record: SessionRecord, template: Template, victim: Session | None, how: str = "fresh"
     ) -> None:
         """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready.
 
         ``how``: ``fresh`` (a new session), ``recycle`` (replace the dead workload first)
         or ``resume`` (a start interrupted by a restart: wait for the workload it made).
         """
+        session = record.session
+        flight = record.flight
+        assert flight is not None
         started = time.monotonic()
         try:
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted before this task got to run
             if how == "recycle":
-                await self._launcher.close_tunnel(session)
-                await self._launcher.stop(session, "recycling")
+                await self._launcher.close_tunnel(record)
+                await self._launcher.stop_workload(record, "recycling")
             if how == "resume":
-                await self._launcher.resume(session, template)
+                await self._launcher.resume(record, template)
             else:
-                await self._launcher.start(session, template)
+                await self._launcher.start(record, template)
             if victim is not None:
                 session.phase = "waiting for evicted session's cleanup"
-                stop = self._stop_tasks.get(victim.session_id)
-                if stop is not None:
-                    await asyncio.shield(stop)
-            await self._launcher.open_tunnel(session)
+                victim_record = self._records.get(victim.session_id)
+                if victim_record is not None and victim_record.stop_task is not None:
+                    await asyncio.shield(victim_record.stop_task)
+            await self._launcher.open_tunnel(record)
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted while the last step ran
             session.transition(SessionState.READY)
         except asyncio.CancelledError:
-            self._settle(
-                future, StartError("the session was deleted while it was starting", retryable=False)
-            )
+            self._end_flight(flight, _withdrawn(self, deleted=True))
             raise
         except Exception as e:
             error = e if isinstance(e, PodwardenError) else StartError(f"unexpected error: {e!r}")
-            self._fail(session, error)
-            self._settle(future, error)
+            self._fail(record, error)
+            self._end_flight(flight, error)
             return
-        finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
         now = self.clock()
         session.ready_at = now
         session.phase = "ready"
         session.refresh_failures = 0
+        record.checked_at = now
+        record.announced = flight.announced
+        if how == "fresh" and flight.announced:
+            session.last_used_at = now  # handed to its callers now
         self.capacity.lru_add(session)
         elapsed = time.monotonic() - started
         self.metrics.start_seconds.observe(elapsed)
@@ -555,20 +476,21 @@ class SessionPool:
             user=session.user,
             took_s=round(elapsed, 3),
         )
-        self._save(session)
-        self._settle(future, session)
+        self._save(record)
+        self._end_flight(flight, session)
 
-    def _fail(self, session: Session, error: PodwardenError) -> None:
+    def _fail(self, record: SessionRecord, error: PodwardenError) -> None:
         """Mark a session failed after its start gave up; free its slot and port."""
+        session = record.session
         was_live = session.state.is_live
         session.last_error = error.message
         session.phase = "failed"
         if session.state is not SessionState.FAILED:
             session.transition(SessionState.FAILED)
         if was_live:
-            self._release_slot(session)
-        self._launcher.release_port(session)
-        self._launcher.credentials.pop(session.session_id, None)
+            self._release(record)
+        self._launcher.release_port(record)
+        record.credentials = {}
         self.metrics.start_failures += 1
         self.metrics.acquires["failed"] += 1
         self.bus.publish(
@@ -578,8 +500,8 @@ class SessionPool:
             user=session.user,
             reason=error.message,
         )
-        self._save(session)
-        self._remember_ended(session)
+        self._save(record)
+        self._remember_ended(record)
 
     # ----------------------------------------------------------------- terminate
 
@@ -587,139 +509,181 @@ class SessionPool:
         """Start ending the session; returns at once. Cleanup runs in the background and
         a ``cleanup_verified`` (or ``cleanup_leftover``) event says when it is done."""
         session = self.get(session_id)
-        self._begin_terminate(session, reason, EventKind.TERMINATING)
+        self._begin_terminate(self._records[session_id], reason, EventKind.TERMINATING)
         return session
 
     async def terminate(self, session_id: str, reason: str = "deleted") -> Session:
         """End the session and return once its cleanup is verified."""
         session = self.get(session_id)
-        task = self._begin_terminate(session, reason, EventKind.TERMINATING)
+        task = self._begin_terminate(self._records[session_id], reason, EventKind.TERMINATING)
         if task is not None:
             await asyncio.shield(task)
         return session
 
+    def _release(self, record: SessionRecord) -> None:
+        """Give back the session's slot; called once, when it leaves the live states."""
+        if self._primary.get(record.key) is record:
+            del self._primary[record.key]
+        self.capacity.release(record.session)
+
+    def _evict(self, victim: Session, user: str) -> None:
+        self._begin_terminate(
+            self._records[victim.session_id],
+            f"evicted (least recently used) to make room for {user}",
+            EventKind.EVICTED,
+        )
+
     def _begin_terminate(
-        self,
-        session: Session,
-        reason: str,
-        kind: EventKind | None,
-        *,
-        wake: bool = True,
+        self, record: SessionRecord, reason: str, kind: EventKind | None
     ) -> asyncio.Task[None] | None:
-        sid = session.session_id
-        existing = self._stop_tasks.get(sid)
-        if existing is not None:
-            return existing
+        session = record.session
+        if record.stop_task is not None:
+            return record.stop_task
         if session.state is SessionState.TERMINATED:
             return None
         was_live = session.state.is_live
         session.transition(SessionState.TERMINATING)
         session.phase = "terminating"
-        if was_live:
-            self._release_slot(session, wake=wake)
         if kind is not None:
+            sid = session.session_id
             self.bus.publish(kind, f"{sid}: {reason}", session_id=sid, user=session.user)
-        self._save(session)
-        task = self._spawn(self._terminate(session, reason), f"stop {sid}")
-        self._stop_tasks[sid] = task
-        return task
+        self._save(record)
+        record.stop_task = self._spawn(self._terminate(record, reason), f"stop {record.key}")
+        if was_live:
+            self._release(record)
+        return record.stop_task
 
-    async def _terminate(self, session: Session, reason: str) -> None:
-        sid = session.session_id
+    async def _terminate(self, record: SessionRecord, reason: str) -> None:
+        session = record.session
         started = time.monotonic()
-        start_task = self._start_tasks.get(sid)
-        if start_task is not None and not start_task.done():
-            start_task.cancel()
-            await asyncio.gather(start_task, return_exceptions=True)
-        leftovers: list[str] = []
-        await self._launcher.close_tunnel(session)
-        handle = session.handle
-        session.handle = None
-        if handle is not None:
-            try:
-                report = await self.runtime.stop(handle, self.settings.pool.stop_grace)
-                leftovers.extend(report.leftovers)
-            except PodwardenError as e:
-                leftovers.append(f"stop failed: {e.message}")
-            except Exception as e:  # never leave the session stuck in terminating
-                leftovers.append(f"stop failed: {e!r}")
-        self._launcher.release_port(session)
-        self._launcher.credentials.pop(sid, None)
-        elapsed = time.monotonic() - started
+        flight = record.flight
+        if flight is not None and flight.task is not None and not flight.task.done():
+            flight.task.cancel()
+            await asyncio.gather(flight.task, return_exceptions=True)
+        await self._launcher.close_tunnel(record)
+        handle, session.handle = session.handle, None
+        outcome = await self.stopper.stop(
+            handle,
+            session_id=session.session_id,
+            user=session.user,
+            why=reason,
+            verified_kind=EventKind.CLEANUP_VERIFIED,
+            started=started,
+        )
+        self._launcher.release_port(record)
+        record.credentials = {}
         session.transition(SessionState.TERMINATED)
         self.metrics.terminations += 1
-        if leftovers:
-            self.metrics.cleanup_leftovers += 1
-            session.cleanup = f"leftover after {elapsed:.2f}s: {'; '.join(leftovers)}"
-            self.bus.publish(
-                EventKind.CLEANUP_LEFTOVER,
-                f"{sid} cleanup incomplete: {'; '.join(leftovers)}",
-                session_id=sid,
-                user=session.user,
-                duration_s=round(elapsed, 3),
-                leftovers=leftovers,
-            )
-        else:
-            session.cleanup = f"verified in {elapsed:.2f}s"
-            self.bus.publish(
-                EventKind.CLEANUP_VERIFIED,
-                f"{sid} cleanup verified in {elapsed:.2f}s ({reason})",
-                session_id=sid,
-                user=session.user,
-                duration_s=round(elapsed, 3),
-            )
+        session.cleanup = outcome.describe()
         session.phase = "terminated"
         if self.store is not None:
-            self.store.delete(sid)
-        self._stop_tasks.pop(sid, None)
-        self._remember_ended(session)
+            self.store.delete(session.session_id)
+        record.stop_task = None
+        self._remember_ended(record)
 
-    def _remember_ended(self, session: Session) -> None:
+    def _remember_ended(self, record: SessionRecord) -> None:
         """Keep ended sessions for a while so people can read how they ended."""
-        self._ended.append(session.session_id)
+        self._ended.append(record.session_id)
         while len(self._ended) > _KEEP_ENDED:
             old = self._ended.popleft()
-            gone = self._sessions.get(old)
-            if gone is not None and not gone.state.is_live and old not in self._stop_tasks:
-                del self._sessions[old]
-                self._is_primary.discard(old)
+            gone = self._records.get(old)
+            if gone is not None and not gone.session.state.is_live and gone.stop_task is None:
+                del self._records[old]
                 self.logs.drop(old)
-                if self.store is not None and gone.state is SessionState.FAILED:
+                if self.store is not None and gone.session.state is SessionState.FAILED:
                     self.store.delete(old)
 
-    # ----------------------------------------------------------------- liveness
+    # ----------------------------------------------------------------- liveness verbs
+
+    async def _still_alive(self, record: SessionRecord) -> bool:
+        """Probe a reuse's stale session first (one probe for concurrent reuses)."""
+        if record.checking is None:
+            task = self._spawn(self.check_liveness(record.session), f"check {record.key}")
+            record.checking = task
+            task.add_done_callback(lambda _: setattr(record, "checking", None))
+        alive = await asyncio.shield(record.checking)
+        return alive and record.session.state in _REUSABLE and record.flight is None
+
+    async def check_liveness(self, session: Session) -> bool:
+        """Probe a ready session's workload (``liveness_timeout``); True if it is alive.
+
+        A failed probe recycles the session or removes it (``on_refresh_failure``) and
+        says why in a ``liveness_failed`` event. A runtime that cannot be asked says
+        nothing about the workload: that counts as alive, and the check stays due.
+        """
+        record = self._records.get(session.session_id)
+        template = self.settings.templates.get(session.template)
+        handle = session.handle
+        if record is None or template is None or handle is None:
+            return False
+        if session.state not in _REUSABLE:
+            return False
+        timeout = self.settings.pool.liveness_timeout
+        try:
+            probe = await asyncio.wait_for(self.runtime.probe(handle, template), timeout)
+            alive, detail = probe.alive, probe.detail
+        except TimeoutError:
+            alive, detail = False, f"no answer to the liveness check within {timeout:g}s (hung)"
+        except RuntimeUnavailable:
+            return True
+        if session.handle is not handle or session.state not in _REUSABLE:
+            return False  # changed meanwhile (deleted, recycled)
+        if alive:
+            record.checked_at = self.clock()
+            self.metrics.liveness["ok"] += 1
+            return True
+        self.metrics.liveness["failed"] += 1
+        self.bus.publish(
+            EventKind.LIVENESS_FAILED,
+            f"{session.session_id} failed its liveness check: {detail}",
+            session_id=session.session_id,
+            user=session.user,
+            reason=detail,
+        )
+        self.mark_lost(session, f"liveness check failed: {detail}")
+        return False
 
     def _on_workload_lost(self, session_id: str, reason: str) -> None:
-        session = self._sessions.get(session_id)
-        if session is None or session.state not in (SessionState.READY, SessionState.REFRESHING):
+        record = self._records.get(session_id)
+        if record is None or record.session.state not in _REUSABLE:
             return
         self.bus.publish(
             EventKind.REFRESH_FAILED,
             f"{session_id} workload lost: {reason}",
             session_id=session_id,
-            user=session.user,
+            user=record.session.user,
             reason=reason,
         )
-        self.handle_dead(session, reason)
+        self.mark_lost(record.session, reason)
 
-    def handle_dead(self, session: Session, reason: str) -> None:
+    def mark_lost(self, session: Session, reason: str) -> None:
         """A ready session's workload is dead: recycle or remove it, as configured."""
-        if self.state is not PoolState.RUNNING:
+        record = self._records.get(session.session_id)
+        if self.state is not PoolState.RUNNING or record is None:
+            return
+        if session.state not in _REUSABLE or record.flight is not None:
             return
         if self.settings.pool.on_refresh_failure == "remove":
-            self._begin_terminate(session, f"removed: {reason}", EventKind.TERMINATING)
+            self._begin_terminate(record, f"removed: {reason}", EventKind.TERMINATING)
         else:
             self.recycle(session, reason)
 
     def recycle(self, session: Session, reason: str) -> None:
         """Replace a dead workload with a fresh one under the same id, port and slot."""
+        record = self._records[session.session_id]
         template = self.settings.templates.get(session.template)
         if template is None:
-            self._begin_terminate(session, f"template {session.template!r} is gone", None)
+            self._begin_terminate(record, f"template {session.template!r} is gone", None)
             return
         session.transition(SessionState.STARTING)
         session.phase = "recycling"
         session.last_error = reason
+        if record.credential_names and not record.credentials:
+            names = ", ".join(record.credential_names)
+            session.last_error = (
+                f"{reason}; restarted without its credentials ({names}): they are kept in "
+                "memory only and were lost when podwarden restarted; pass them again"
+            )
         self.capacity.lru_remove(session)
         self.metrics.recycles += 1
         self.bus.publish(
@@ -729,62 +693,121 @@ class SessionPool:
             user=session.user,
             reason=reason,
         )
-        self._begin_flight(session, template, "recycle")
+        self._begin_flight(record, template, "recycle")
 
-    def _begin_flight(self, session: Session, template: Template, how: str) -> None:
+    def _begin_flight(self, record: SessionRecord, template: Template, how: str) -> None:
         """Start an existing session's workload again; acquires for its key join in."""
-        key = (session.user, session.template)
-        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        if self._primary.get(key) == session.session_id:
-            self._inflight[key] = future
-        self._flights[future] = session
-        task = self._spawn(
-            self._start(session, template, future, None, key, how),
-            f"{how} {session.session_id}",
+        flight = Flight(record.key, asyncio.get_running_loop().create_future(), record)
+        record.flight = flight
+        record.announced = False
+        if self._primary.get(record.key) is record and record.key not in self._flights:
+            self._flights[record.key] = flight
+        flight.task = self._spawn(
+            self._start(record, template, None, how), f"{how} {record.session_id}"
         )
-        self._track_start(session, task, future, key)
+        flight.task.add_done_callback(lambda _: self._end_flight(flight, _withdrawn(self)))
+
+    # ----------------------------------------------------------------- refresh verbs
+
+    def begin_refresh(self, session: Session) -> bool:
+        """Mark a ready session refreshing; False if it is not ready (leave it alone)."""
+        record = self._records.get(session.session_id)
+        if record is None or session.state is not SessionState.READY or session.handle is None:
+            return False
+        session.transition(SessionState.REFRESHING)
+        return True
+
+    def finish_refresh(self, session: Session, ok: bool | None, detail: str = "") -> None:
+        """End a refresh: ``ok`` True (ready again), None (the runtime could not be asked:
+        ready again, nothing counted), False (the workload is dead: recycle or remove)."""
+        if session.state is not SessionState.REFRESHING:
+            return  # evicted or deleted meanwhile
+        record = self._records[session.session_id]
+        if ok is False:
+            self.mark_lost(session, f"refresh failed: {detail}")
+            if session.state is SessionState.REFRESHING:  # not running: leave it as it was
+                session.transition(SessionState.READY)
+            return
+        session.transition(SessionState.READY)
+        if ok:
+            session.refresh_failures = 0
+            record.checked_at = self.clock()
+        self.capacity.serve()  # it may be evicted again
+
+    # ----------------------------------------------------------------- recovery verbs
+
+    def adopt(
+        self,
+        session: Session,
+        *,
+        primary: bool,
+        port: int | None,
+        credential_names: tuple[str, ...] = (),
+    ) -> None:
+        """Register a session found alive at start-up; ``finish_adoption`` orders them."""
+        key = (session.user, session.template)
+        record = SessionRecord(
+            session,
+            primary=primary and key not in self._primary,
+            port=self.ports.allocate(port),
+            credential_names=credential_names,
+            announced=True,
+        )
+        record.checked_at = self.clock()
+        self._records[session.session_id] = record
+        self.capacity.take(session.user)
+        if record.primary:
+            self._primary[key] = record
+
+    def finish_adoption(self) -> None:
+        """Rebuild the LRU order from the adopted sessions' last use, whatever order
+        they were adopted in."""
+        ready = [r.session for r in self._records.values() if r.session.state in _REUSABLE]
+        self.capacity.rebuild_lru(ready)
+
+    def mark_vanished(self, session: Session, reason: str) -> None:
+        """Register a session whose workload ended while podwarden was down (for people
+        to see how it ended)."""
+        session.transition(SessionState.FAILED)
+        session.last_error = reason
+        session.phase = "vanished"
+        record = SessionRecord(session, primary=False)
+        self._records[session.session_id] = record
+        self._remember_ended(record)
+
+    async def activate_adopted(self, session: Session, previous_port: int | None) -> None:
+        """Open the tunnel of an adopted ready session, or finish its start."""
+        record = self._records[session.session_id]
+        if session.state is SessionState.READY:
+            try:
+                await self._launcher.open_tunnel(record, previous_port)
+            except (StartError, OSError) as e:
+                self._begin_terminate(record, f"cannot reopen tunnel: {e}", EventKind.FAILED)
+            return
+        template = self.settings.templates.get(session.template)
+        if template is None:
+            self._begin_terminate(
+                record, f"template {session.template!r} is not configured", EventKind.TERMINATING
+            )
+            return
+        self._begin_flight(record, template, "resume")
 
     # ----------------------------------------------------------------- persistence
 
-    def _save(self, session: Session) -> None:
+    def _save(self, record: SessionRecord) -> None:
         if self.store is not None:
             self.store.save(
-                session,
-                is_primary=session.session_id in self._is_primary,
-                port=self._launcher.ports_of.get(session.session_id),
+                record.session,
+                is_primary=record.primary,
+                port=record.port,
+                credential_names=record.credential_names,
             )
 
-    # The recovery module restores sessions through these two.
 
-    def adopt(self, session: Session, *, primary: bool, port: int | None) -> None:
-        """Register a session found alive at start-up (``recovery`` calls this)."""
-        self._sessions[session.session_id] = session
-        self.capacity.take(session.user)
-        key = (session.user, session.template)
-        if primary and key not in self._primary:
-            self._primary[key] = session.session_id
-            self._is_primary.add(session.session_id)
-        self._launcher.ports_of[session.session_id] = self.ports.allocate(port)
-        if session.state is SessionState.READY:
-            self.capacity.lru_add(session)
-
-    def remember_ended(self, session: Session) -> None:
-        """Register a session that ended while podwarden was down (for people to see)."""
-        self._sessions[session.session_id] = session
-        self._remember_ended(session)
-
-    async def activate_adopted(self, session: Session) -> None:
-        """Open the tunnel of an adopted ready session, or finish its start."""
-        template = self.settings.templates.get(session.template)
-        if session.state is SessionState.READY:
-            try:
-                await self._launcher.open_tunnel(session)
-            except (StartError, OSError) as e:
-                self._begin_terminate(session, f"cannot reopen tunnel: {e}", EventKind.FAILED)
-            return
-        if template is None:
-            self._begin_terminate(
-                session, f"template {session.template!r} is not configured", EventKind.TERMINATING
-            )
-            return
-        self._begin_flight(session, template, "resume")
+def _withdrawn(pool: SessionPool, *, deleted: bool = False) -> PodwardenError:
+    """The answer to callers of a start that ended without a session."""
+    if deleted:
+        return StartError("the session was deleted while it was starting", retryable=False)
+    if pool.state is not PoolState.RUNNING:
+        return RuntimeUnavailable("the pool is shutting down")
+    return StartError("the start was withdrawn (nobody waits for it any more)", retryable=False)

@@ -56,7 +56,8 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         why = _reason_to_stop(pool, workload, row, adopt_unknown)
         if why is None and len(keep) >= max_sessions:
             why = "over capacity after restart (least recently used)"
-        if why is None and users.get(workload.user, 0) >= pool.settings.pool.max_sessions_per_user:
+        per_user = pool.settings.pool.max_sessions_per_user
+        if why is None and per_user is not None and users.get(workload.user, 0) >= per_user:
             why = "over the per-user limit after restart"
         if why is not None:
             await _stop(pool, workload, why)
@@ -67,13 +68,15 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
 
     # Sessions that remember a tunnel port claim it before any other takes a free one.
     keep.sort(key=lambda pair: pair[1] is None or pair[1].tunnel_port is None)
-    adopted = []
+    adopted: list[tuple[Session, int | None]] = []
     for workload, row in keep:
         session = _session_from(workload, row)
+        port = row.tunnel_port if row else None
         pool.adopt(
             session,
             primary=row.is_primary if row else True,
-            port=row.tunnel_port if row else None,
+            port=port,
+            credential_names=row.credential_names if row else (),
         )
         pool.bus.publish(
             EventKind.ADOPTED,
@@ -82,19 +85,18 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
             user=session.user,
         )
         report.adopted.append(session.session_id)
-        adopted.append(session)
-    for session in adopted:
-        await pool.activate_adopted(session)
+        adopted.append((session, port))
+    pool.finish_adoption()
+    for session, port in adopted:
+        await pool.activate_adopted(session, port)
 
     for session_id, row in stored.items():
         if session_id in owned_ids:
             continue
         if row.state in (SessionState.STARTING, SessionState.READY, SessionState.REFRESHING):
-            session = _session_from_row(row)
-            session.state = SessionState.FAILED
-            session.last_error = "its workload vanished while podwarden was not running"
-            session.phase = "vanished"
-            pool.remember_ended(session)
+            pool.mark_vanished(
+                _session_from_row(row), "its workload vanished while podwarden was not running"
+            )
             pool.bus.publish(
                 EventKind.VANISHED,
                 f"{session_id}: workload vanished while podwarden was down",
@@ -122,25 +124,25 @@ def _reason_to_stop(
 
 
 async def _stop(pool: SessionPool, workload: OwnedWorkload, why: str) -> None:
-    report = await pool.runtime.stop(workload.handle, pool.settings.pool.stop_grace)
-    kind = EventKind.ORPHAN_REMOVED if report.verified else EventKind.CLEANUP_LEFTOVER
-    pool.bus.publish(
-        kind,
-        f"{workload.session_id} stopped at recovery: {why}",
+    await pool.stopper.stop(
+        workload.handle,
         session_id=workload.session_id,
         user=workload.user,
-        leftovers=list(report.leftovers),
+        why=f"stopped at recovery: {why}",
+        verified_kind=EventKind.ORPHAN_REMOVED,
     )
     if pool.store is not None:
         pool.store.delete(workload.session_id)
 
 
-def _session_from_row(row: StoredSession) -> Session:
+def _session_from_row(row: StoredSession, state: SessionState | None = None) -> Session:
+    """A session rebuilt from its row (a new object: its state is its first state)."""
+    live = row.state if row.state.is_live else SessionState.READY
     return Session(
         session_id=row.session_id,
         user=row.user,
         template=row.template,
-        state=row.state,
+        state=state or live,
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         use_count=row.use_count,
@@ -151,14 +153,13 @@ def _session_from_row(row: StoredSession) -> Session:
 
 
 def _session_from(workload: OwnedWorkload, row: StoredSession | None) -> Session:
+    """The session as it comes back: ready if its workload is, else still starting."""
+    state = SessionState.READY if workload.ready else SessionState.STARTING
     if row is not None:
-        session = _session_from_row(row)
-        session.handle = workload.handle
+        session = _session_from_row(row, state)
         session.last_error = None
     else:
-        session = Session(workload.session_id, workload.user, workload.template)
-        session.handle = workload.handle
-    session.state = SessionState.READY if workload.ready else SessionState.STARTING
+        session = Session(workload.session_id, workload.user, workload.template, state=state)
+    session.handle = workload.handle
     session.phase = "ready" if workload.ready else "resuming start"
-    session.tunnel = None
     return session

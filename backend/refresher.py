@@ -100,14 +100,15 @@ class Refresher:
         self.last_round_at = time.time()
 
     async def refresh_session(self, session: Session) -> bool:
-        """Probe (and keep alive) one session; True if it is fine."""
+        """Probe (and keep alive) one session; True if it is fine.
+
+        The session changes only through the pool's ``begin_refresh`` and
+        ``finish_refresh``; the pool recycles or removes a session that failed.
+        """
         pool = self.pool
-        if session.state is not SessionState.READY or session.handle is None:
-            return False
         template = pool.settings.templates.get(session.template)
-        if template is None:
+        if template is None or not pool.begin_refresh(session):
             return False
-        session.transition(SessionState.REFRESHING)
         attempts = pool.settings.pool.refresh_failures_before_recycle
         detail = ""
         ok = False
@@ -120,8 +121,7 @@ class Refresher:
             except RuntimeUnavailable as e:
                 # The runtime cannot be asked (cluster API down): that says nothing about
                 # the workload, so do not count it against the session.
-                if session.state is SessionState.REFRESHING:
-                    session.transition(SessionState.READY)
+                pool.finish_refresh(session, None)
                 pool.bus.publish(
                     EventKind.REFRESH_FAILED,
                     f"{session.session_id} not refreshed: {e.message}",
@@ -147,8 +147,7 @@ class Refresher:
         if session.state is not SessionState.REFRESHING:
             return False
         if ok:
-            session.transition(SessionState.READY)
-            session.refresh_failures = 0
+            pool.finish_refresh(session, True)
             pool.metrics.refreshes["ok"] += 1
             pool.bus.publish(
                 EventKind.REFRESH_OK,
@@ -165,5 +164,5 @@ class Refresher:
             user=session.user,
             reason=detail,
         )
-        pool.handle_dead(session, f"refresh failed: {detail}")
+        pool.finish_refresh(session, False, detail)
         return False

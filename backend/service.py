@@ -18,6 +18,7 @@ from backend.config import Settings
 from backend.errors import SessionNotFound
 from backend.events import EventBus, EventKind
 from backend.health import HealthSnapshot
+from backend.liveness import LivenessChecker
 from backend.logs import SessionLogs
 from backend.models import SessionState
 from backend.pool import SessionPool
@@ -73,12 +74,14 @@ class Backend:
         )
         self.pool = SessionPool(settings, self.runtime, self.bus, self.logs, self.store, self.ports)
         self.refresher = Refresher(self.pool)
+        self.liveness = LivenessChecker(self.pool)
         self.recovery: RecoveryReport | None = None
         self.started_at = time.time()
         self.orphans: dict[str, OwnedWorkload] = {}
         self.ghosts: list[str] = []
         self.runtime_workloads: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._removals: set[asyncio.Task[None]] = set()
         self._started = False
 
     async def start(self) -> None:
@@ -93,12 +96,15 @@ class Backend:
         self.recovery = await recover(self.pool, adopt_unknown=adopt_unknown)
         self.pool.mark_running()
         self.refresher.start()
+        self.liveness.start()
         self._tasks.append(self._guarded(self._reconcile_loop(), "drift check"))
         self._started = True
 
     async def stop(self, *, stop_sessions: bool = False) -> None:
         """Close everything; workloads keep running for re-adoption unless asked."""
         await self.refresher.stop()
+        await self.liveness.stop()
+        await asyncio.gather(*self._removals, return_exceptions=True)
         await self.pool.close(stop_sessions=stop_sessions)
         for task in self._tasks:
             task.cancel()
@@ -180,22 +186,38 @@ class Backend:
                     session_id=sid,
                     user=session.user,
                 )
-                self.pool.handle_dead(session, "workload vanished from the runtime")
+                self.pool.mark_lost(session, "workload vanished from the runtime")
         self.ghosts = ghosts
 
     async def remove_orphan(self, session_id: str) -> None:
-        """Stop a workload the pool does not know (found by the drift check)."""
-        workload = self.orphans.get(session_id)
+        """Stop a workload the pool does not know (found by the drift check), and return
+        once it is stopped; ``SessionNotFound`` if it is not a known orphan."""
+        workload = self.orphans.pop(session_id, None)
         if workload is None:
             raise SessionNotFound(session_id)
-        report = await self.runtime.stop(workload.handle, self.settings.pool.stop_grace)
-        self.orphans.pop(session_id, None)
-        self.bus.publish(
-            EventKind.ORPHAN_REMOVED if report.verified else EventKind.CLEANUP_LEFTOVER,
-            f"orphan {session_id} removed in {report.duration_s:.2f}s",
+        await self.pool.stopper.stop(
+            workload.handle,
             session_id=session_id,
             user=workload.user,
+            why="asked to remove it",
+            verified_kind=EventKind.ORPHAN_REMOVED,
         )
+
+    def begin_orphan_removal(self, session_id: str) -> None:
+        """``remove_orphan`` in the background: returns at once (the API answers 202)."""
+        if session_id not in self.orphans:
+            raise SessionNotFound(session_id)
+        task = asyncio.get_running_loop().create_task(
+            self._remove_quietly(session_id), name=f"podwarden: remove orphan {session_id}"
+        )
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove_quietly(self, session_id: str) -> None:
+        try:
+            await self.remove_orphan(session_id)
+        except SessionNotFound:
+            pass  # removed meanwhile by another request
 
     def health(self) -> HealthSnapshot:
         """The snapshot behind ``GET /health``."""

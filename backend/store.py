@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     tunnel_port  INTEGER,
     handle       TEXT,
     last_error   TEXT,
-    is_primary   INTEGER NOT NULL DEFAULT 1
+    is_primary   INTEGER NOT NULL DEFAULT 1,
+    credential_names TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,14 +58,18 @@ CREATE TABLE IF NOT EXISTS events (
 
 _UPSERT = """
 INSERT INTO sessions (session_id, user, template, state, created_at, last_used_at, ready_at,
-                      use_count, tunnel_host, tunnel_port, handle, last_error, is_primary)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      use_count, tunnel_host, tunnel_port, handle, last_error, is_primary,
+                      credential_names)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(session_id) DO UPDATE SET
     state=excluded.state, last_used_at=excluded.last_used_at, ready_at=excluded.ready_at,
     use_count=excluded.use_count, tunnel_host=excluded.tunnel_host,
     tunnel_port=excluded.tunnel_port, handle=excluded.handle, last_error=excluded.last_error,
-    is_primary=excluded.is_primary
+    is_primary=excluded.is_primary, credential_names=excluded.credential_names
 """
+
+_COLUMNS_ADDED = {"credential_names": "TEXT NOT NULL DEFAULT ''"}
+"""Columns later versions added: a store written by an older podwarden gains them."""
 
 _KEEP_EVENTS = 2000
 TOUCH_DELAY = 0.25
@@ -88,6 +93,8 @@ class StoredSession:
     handle: WorkloadHandle | None
     last_error: str | None
     is_primary: bool
+    credential_names: tuple[str, ...] = ()
+    """The names (never the values) of the credentials its workload was started with."""
 
 
 _Op = Callable[[sqlite3.Connection], None]
@@ -119,6 +126,10 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = self._connect()
             connection.executescript(_SCHEMA)
+            present = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+            for column, declaration in _COLUMNS_ADDED.items():
+                if column not in present:
+                    connection.execute(f"ALTER TABLE sessions ADD COLUMN {column} {declaration}")
             connection.commit()
             connection.close()
         except (OSError, sqlite3.Error) as e:
@@ -177,7 +188,14 @@ class Store:
             raise StoreError("the state store is not open")
         self._queue.put(op)
 
-    def save(self, session: Session, *, is_primary: bool = True, port: int | None = None) -> None:
+    def save(
+        self,
+        session: Session,
+        *,
+        is_primary: bool = True,
+        port: int | None = None,
+        credential_names: tuple[str, ...] = (),
+    ) -> None:
         """Queue an upsert of the session's current values (a snapshot, taken now).
 
         ``port`` is the tunnel port the session holds before its tunnel opens.
@@ -197,6 +215,7 @@ class Store:
             json.dumps(session.handle.to_dict()) if session.handle else None,
             session.last_error,
             1 if is_primary else 0,
+            ",".join(credential_names),
         )
 
         def op(c: sqlite3.Connection) -> None:
@@ -297,7 +316,8 @@ class Store:
         try:
             rows = connection.execute(
                 "SELECT session_id, user, template, state, created_at, last_used_at, ready_at,"
-                " use_count, tunnel_host, tunnel_port, handle, last_error, is_primary"
+                " use_count, tunnel_host, tunnel_port, handle, last_error, is_primary,"
+                " credential_names"
                 " FROM sessions"
             ).fetchall()
         except sqlite3.Error as e:
@@ -326,6 +346,7 @@ class Store:
                     handle,
                     row[11],
                     bool(row[12]),
+                    tuple(n for n in (row[13] or "").split(",") if n),
                 )
             )
         return result

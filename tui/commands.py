@@ -138,10 +138,7 @@ class CommandsMixin(_AppBase):
             except SessionNotFound:
                 gone.append(sid)
         asked = len(orphans) - len(gone)
-        if self.remote:
-            text = f"removing {orphans_word(asked)}; orphan_removed events follow"
-        else:
-            text = f"removed {orphans_word(asked)}"
+        text = f"removing {orphans_word(asked)}; orphan_removed events follow"
         if gone:
             text += f" ({len(gone)} already gone)"
         return CommandDone("Orphans", text)

@@ -22,6 +22,7 @@ from backend.api.guard import DEFAULT_BODY_LIMIT, PUBLIC_PATHS, Guard
 from backend.api.handlers import install_handlers
 from backend.api.routes import add_routes
 from backend.api.sse import SseHub
+from backend.operations import Operations
 from backend.service import Backend
 
 __all__ = ["API_VERSION", "PodwardenApi", "make_api"]
@@ -79,10 +80,11 @@ def make_api(
     hub = SseHub(backend.bus, heartbeat=heartbeat)
     app.state.backend = backend
     app.state.sse = hub
-    add_routes(app, backend, hub)
+    ops = Operations(backend)
+    add_routes(app, ops, hub)
     install_handlers(app)
     app.add_middleware(Guard, token=token, body_limit=body_limit)
-    app.shortcut = AcquireShortcut(backend.pool, token, body_limit)
+    app.shortcut = AcquireShortcut(ops, token, body_limit)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

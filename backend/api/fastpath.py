@@ -25,8 +25,7 @@ from backend.api.guard import INTERNAL_MESSAGE, send_error
 from backend.api.handlers import podwarden_error_response
 from backend.api.schemas import AcquireRequest
 from backend.errors import PodwardenError
-from backend.models import SessionState
-from backend.pool import SessionPool
+from backend.operations import Operations
 
 __all__ = ["AcquireShortcut", "acquire_answer"]
 
@@ -35,18 +34,15 @@ log = logging.getLogger("podwarden.api")
 _JSON = b"application/json"
 
 
-async def acquire_answer(pool: SessionPool, request: AcquireRequest) -> tuple[int, dict[str, Any]]:
+async def acquire_answer(ops: Operations, request: AcquireRequest) -> tuple[int, dict[str, Any]]:
     """(status, document) of ``POST /sessions``; raises what the pool raises."""
-    if request.wait:
-        result = await pool.acquire(
-            request.user, request.template, reuse=request.reuse, credentials=request.credentials
-        )
-        return 200, result.to_dict()
-    result = pool.acquire_nowait(
-        request.user, request.template, reuse=request.reuse, credentials=request.credentials
+    return await ops.acquire(
+        request.user,
+        request.template,
+        reuse=request.reuse,
+        wait=request.wait,
+        credentials=request.credentials,
     )
-    ready = not result.is_new_session and result.session.state is SessionState.READY
-    return (200 if ready else 202), result.to_dict()
 
 
 def _replay(body: bytes, receive: Receive, pending: Message | None = None) -> Receive:
@@ -66,8 +62,8 @@ def _replay(body: bytes, receive: Receive, pending: Message | None = None) -> Re
 class AcquireShortcut:
     """Answers a well-formed ``POST /sessions``; returns a ``receive`` to fall back with."""
 
-    def __init__(self, pool: SessionPool, token: str, body_limit: int) -> None:
-        self.pool = pool
+    def __init__(self, ops: Operations, token: str, body_limit: int) -> None:
+        self.ops = ops
         self._expected = b"Bearer " + token.encode()
         self.body_limit = body_limit
 
@@ -103,7 +99,7 @@ class AcquireShortcut:
         except ValidationError:
             return _replay(body, receive)  # the app words the error
         try:
-            status, document = await acquire_answer(self.pool, request)
+            status, document = await acquire_answer(self.ops, request)
         except PodwardenError as e:
             await podwarden_error_response(e, "POST /sessions")(scope, receive, send)
             return None

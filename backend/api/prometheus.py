@@ -66,8 +66,8 @@ def render_metrics(backend: Backend) -> str:
     w.one(
         "podwarden_max_sessions_per_user",
         "gauge",
-        "Sessions one user may hold.",
-        health.max_sessions_per_user,
+        "Sessions one user may hold (the pool's capacity when there is no limit of its own).",
+        health.max_sessions_per_user or health.max_sessions,
     )
     w.one(
         "podwarden_capacity_ratio",

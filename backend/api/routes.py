@@ -8,7 +8,6 @@ to a dictionary lookup plus serialisation (see ``tests/bench/bench_api.py``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Annotated, Any
@@ -30,10 +29,9 @@ from backend.api.schemas import (
     TemplateOut,
 )
 from backend.api.sse import SseHub
-from backend.client import templates_of
-from backend.errors import InvalidRequest, SessionNotFound
+from backend.errors import InvalidRequest
 from backend.events import EventKind
-from backend.service import Backend
+from backend.operations import Operations
 
 __all__ = ["add_routes"]
 
@@ -52,6 +50,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No session (or orphan) with this id.",
         413: "The request body is too large.",
         422: "A field is missing or invalid; `error.field` names it.",
+        429: "The user already holds `max_sessions_per_user` sessions (see Retry-After).",
         502: "The workload did not become ready; the message says why.",
         503: "The pool is full and nothing may be evicted (see Retry-After), or the "
         "runtime is unavailable.",
@@ -59,7 +58,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         entry: dict[str, Any] = {"model": ErrorOut, "description": words[status]}
-        if status == 503:
+        if status in (429, 503):
             entry["headers"] = {
                 "Retry-After": {
                     "description": "Seconds after which a retry may find room.",
@@ -88,17 +87,16 @@ STRICT_QUERY = [Depends(known_query_only)]
 SessionId = Annotated[str, Path(description="The session id.", max_length=253)]
 
 
-def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
+def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
     """Register every route on the app itself (not through ``include_router``: an included
-    router is one more matching layer on every request); ``backend`` must be started
-    before requests arrive."""
-    pool = backend.pool
-    removals: set[asyncio.Task[None]] = set()
+    router is one more matching layer on every request); the backend must be started
+    before requests arrive. Every answer comes from ``ops``, as the embedded client's."""
+    backend = ops.backend
 
     @router.get("/health", response_model=HealthOut, tags=["health"], summary="Pool health")
     async def health() -> Response:
         """The pool's state; needs no token. 200 for ``healthy`` and ``degraded`` alike."""
-        return _json(backend.health().to_dict())
+        return _json(ops.health())
 
     @router.post(
         "/sessions",
@@ -107,7 +105,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         summary="Get the user's session",
         responses={
             202: {"model": AcquireOut, "description": "`wait` false: the session is starting."},
-            **_errors(400, 401, 413, 422, 502, 503),
+            **_errors(400, 401, 413, 422, 429, 502, 503),
         },
     )
     async def acquire(body: AcquireRequest) -> Response:
@@ -116,7 +114,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         200 once the session is ready; with ``wait`` false it answers 202 at once (200 when
         a ready session was reused). (Well-formed requests are answered by
         ``fastpath.AcquireShortcut`` before routing; this handles the rest.)"""
-        status, document = await acquire_answer(pool, body)
+        status, document = await acquire_answer(ops, body)
         return _json(document, status)
 
     @router.get(
@@ -128,7 +126,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
     )
     async def list_sessions() -> Response:
         """Every session: live ones and the recently ended (with how their cleanup went)."""
-        return _json([s.to_dict() for s in pool.list()])
+        return _json(ops.list_sessions())
 
     @router.get(
         "/sessions/{session_id}",
@@ -138,7 +136,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         responses=_errors(401, 404, 422),
     )
     async def get_session(session_id: SessionId) -> Response:
-        return _json(pool.get(session_id).to_dict())
+        return _json(ops.get_session(session_id))
 
     @router.delete(
         "/sessions/{session_id}",
@@ -152,7 +150,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         """Starts ending the session and answers 202 at once (state ``terminating``). The
         workload is stopped and its removal verified in the background; a
         ``cleanup_verified`` event (or ``cleanup_leftover``) says when it is done."""
-        return _json(pool.delete(session_id).to_dict(), 202)
+        return _json(ops.delete_session(session_id), 202)
 
     @router.get(
         "/sessions/{session_id}/logs",
@@ -166,8 +164,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         session_id: SessionId,
         limit: Annotated[int, Query(ge=1, le=10000, description="At most this many lines.")] = 200,
     ) -> Response:
-        pool.get(session_id)
-        return _json({"session_id": session_id, "lines": backend.logs.get(session_id, limit)})
+        return _json(ops.logs(session_id, limit))
 
     @router.get(
         "/templates",
@@ -177,7 +174,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         responses=_errors(401),
     )
     async def templates() -> Response:
-        return _json(templates_of(backend))
+        return _json(ops.templates())
 
     @router.get(
         "/events",
@@ -218,7 +215,7 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         limit: Annotated[int, Query(ge=1, le=2000, description="At most this many.")] = 100,
     ) -> Response:
         """The last events (not log lines), oldest first."""
-        return _json([e.to_dict() for e in backend.bus.recent(limit)])
+        return _json(ops.recent_events(limit))
 
     @router.get(
         "/metrics",
@@ -248,25 +245,4 @@ def add_routes(router: FastAPI, backend: Backend, hub: SseHub) -> None:
         """Stops a workload the runtime runs but the pool does not know (listed under
         ``orphans`` in ``/health``). Answers 202 at once; an ``orphan_removed`` event says
         when it is gone."""
-        if session_id not in backend.orphans:
-            raise SessionNotFound(session_id)
-        task = asyncio.get_running_loop().create_task(
-            _remove(backend, session_id), name=f"podwarden: remove orphan {session_id}"
-        )
-        removals.add(task)
-        task.add_done_callback(removals.discard)
-        return _json({"session_id": session_id, "status": "removing"}, 202)
-
-
-async def _remove(backend: Backend, session_id: str) -> None:
-    try:
-        await backend.remove_orphan(session_id)
-    except SessionNotFound:
-        pass  # removed meanwhile by another request
-    except Exception as e:
-        log.exception("removing orphan %s failed", session_id)
-        backend.bus.publish(
-            EventKind.CLEANUP_LEFTOVER,
-            f"orphan {session_id}: removal failed: {e}",
-            session_id=session_id,
-        )
+        return _json(ops.remove_orphan(session_id), 202)

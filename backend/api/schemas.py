@@ -139,7 +139,7 @@ class HealthOut(BaseModel):
     failed_sessions: int
     queued_acquires: int
     users: int
-    max_sessions_per_user: int
+    max_sessions_per_user: int | None
     runtime: str
     runtime_ok: bool
     runtime_workloads: int | None

@@ -232,6 +232,11 @@ class LocalRuntime:
             code = workload.exit_code if workload is not None else None
             text = f" with code {code}" if code is not None else ""
             return ProbeResult(False, f"process {handle.ref} exited{text}", gone=True)
+        info = read_proc(workload.pid)
+        if info is not None and info.state in ("T", "t"):
+            # Its socket still accepts connections (the kernel does that), but nothing
+            # would ever answer them.
+            return ProbeResult(False, f"process {handle.ref} is stopped (SIGSTOP or traced)")
         result = await check(
             workload.host, workload.port, template.readiness, template.readiness_path, 5.0
         )

@@ -40,7 +40,7 @@ async def main() -> None:
     backend = Backend(crash_settings(state_dir, port_min, port_max))
     await backend.start()
     ready = [await backend.pool.acquire(user) for user in plan["ready"]]
-    starting = [backend.pool.acquire_nowait(user, "slow") for user in plan["starting"]]
+    starting = [await backend.pool.acquire(user, "slow", wait=False) for user in plan["starting"]]
     # wait until the slow workloads exist as processes, but not until they are ready
     for result in starting:
         while result.session.handle is None:

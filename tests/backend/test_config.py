@@ -19,7 +19,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_need_no_file() -> None:
     settings = load_settings(None)
     assert settings.pool.max_sessions == 10
-    assert settings.pool.max_sessions_per_user == 3
+    assert settings.pool.max_sessions_per_user is None, "no limit of its own: field report 002"
+    assert settings.pool.liveness_interval == 10 and settings.pool.liveness_timeout == 2
     assert settings.pool.when_full == "evict-lru"
     assert settings.pool.refresh_interval == 300
     assert settings.api.host == "127.0.0.1" and settings.api.port == 5010

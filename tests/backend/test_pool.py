@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from backend.errors import CapacityError, InvalidRequest, StartError, UnknownTemplate
+from backend.errors import (
+    CapacityError,
+    InvalidRequest,
+    QuotaExceeded,
+    StartError,
+    UnknownTemplate,
+)
 from backend.events import EventKind
 from backend.models import SessionState
 from backend.runtime.memory import MemoryRuntime
@@ -110,17 +116,23 @@ async def test_eleventh_user_evicts_the_least_recently_used(memory_backend: Back
     assert pool.metrics.evictions == 1
 
 
-async def test_per_user_limit_evicts_that_users_own_oldest(memory_backend: Backend) -> None:
+async def test_a_user_at_the_per_user_limit_is_refused_at_once_and_keeps_its_sessions(
+    memory_backend: Backend,
+) -> None:
     memory_backend.settings.pool.max_sessions_per_user = 2
     pool = memory_backend.pool
     a = await pool.acquire("admin", reuse=False)
     other = await pool.acquire("someone")
     b = await pool.acquire("admin", reuse=False)
-    c = await pool.acquire("admin", reuse=False)
-    assert a.session.state is SessionState.TERMINATED
-    assert b.session.state is SessionState.READY and c.session.state is SessionState.READY
+    with pytest.raises(QuotaExceeded) as refused:
+        await asyncio.wait_for(pool.acquire("admin", reuse=False), 1)
+    assert refused.value.status == 429
+    assert "max_sessions_per_user = 2" in refused.value.message
+    assert a.session.state is SessionState.READY and b.session.state is SessionState.READY
     assert other.session.state is SessionState.READY
-    assert pool.user_count("admin") == 2
+    assert pool.user_count("admin") == 2 and pool.metrics.evictions == 0
+    again = await pool.acquire("admin")  # a reuse needs no new session: still served
+    assert again.session.session_id == a.session.session_id and not again.is_new_session
 
 
 async def test_reject_policy_refuses_at_once_with_a_clear_message(
@@ -252,7 +264,7 @@ async def test_a_workload_that_dies_is_recycled_under_the_same_id(
 async def test_nowait_returns_a_starting_session(memory_backend: Backend) -> None:
     runtime = runtime_of(memory_backend)
     runtime.ready_gate = asyncio.Event()
-    result = memory_backend.pool.acquire_nowait("a")
+    result = await memory_backend.pool.acquire("a", wait=False)
     assert result.is_new_session and result.session.state is SessionState.STARTING
     runtime.ready_gate.set()
     done = await memory_backend.pool.acquire("a")
@@ -278,7 +290,7 @@ async def test_deleting_right_after_a_nowait_acquire_starts_nothing(
 ) -> None:
     runtime = runtime_of(memory_backend)
     with memory_backend.bus.subscribe() as events:
-        started = memory_backend.pool.acquire_nowait("a")
+        started = await memory_backend.pool.acquire("a", wait=False)
         memory_backend.pool.delete(started.session.session_id)  # before its start task ran
         await memory_backend.pool.terminate(started.session.session_id)
         kinds = [e.kind for e in iter(events.get_nowait, None)]
@@ -296,4 +308,4 @@ async def test_nowait_refuses_when_the_start_would_have_to_queue(
     settings.when_full, settings.max_sessions = "queue", 1
     await memory_backend.pool.acquire("a")
     with pytest.raises(CapacityError, match=r"full \(1/1\)"):
-        memory_backend.pool.acquire_nowait("b")
+        await memory_backend.pool.acquire("b", wait=False)

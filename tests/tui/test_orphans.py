@@ -60,9 +60,9 @@ class TestOrphans:
             assert not set(ORPHANS) & set(pool.runtime.workloads)
             assert (await pool.client.health())["orphans"] == []
             assert "orphan" not in header(app)
-            assert "Orphans: removed 2 orphans" in toasts(app)
+            assert "Orphans: removing 2 orphans; orphan_removed events follow" in toasts(app)
             log = log_text(app)
-            assert "Orphans: removed 2 orphans" in log
+            assert "Orphans: removing 2 orphans; orphan_removed events follow" in log
             assert all(f"orphan_removed orphan {sid} removed" in log for sid in ORPHANS)
 
     async def test_cancel_and_esc_keep_them(self, pool: Pool) -> None:
@@ -94,7 +94,8 @@ class TestOrphans:
             await pool.backend.remove_orphan(ORPHANS[0])  # behind the console's back
             await pilot.press("O", "tab", "enter")
             await settle(pilot)
-            assert "Orphans: removed 1 orphan (1 already gone)" in toasts(app)
+            expected = "Orphans: removing 1 orphan; orphan_removed events follow (1 already gone)"
+            assert expected in toasts(app)
             assert pool.backend.orphans == {}
 
     async def test_O_without_orphans_says_so(self, pool: Pool) -> None:

@@ -185,31 +185,28 @@ async def _stray(backend: Backend, runtime: MemoryRuntime, session_id: str) -> N
 async def test_remove_orphan_remote(
     remote: HttpClient, memory_backend: Backend, runtime: MemoryRuntime
 ) -> None:
-    sid = "mallory-demo-0000000a"
+    await _remove_orphan_through(remote, "mallory-demo-0000000a", memory_backend, runtime)
+
+
+async def test_remove_orphan_local_answers_the_same_way(
+    memory_backend: Backend, runtime: MemoryRuntime
+) -> None:
+    local = LocalClient(memory_backend)
+    await _remove_orphan_through(local, "mallory-demo-0000000b", memory_backend, runtime)
+
+
+async def _remove_orphan_through(
+    client: HttpClient | LocalClient, sid: str, memory_backend: Backend, runtime: MemoryRuntime
+) -> None:
+    """Embedded and remote alike: the removal begins, and an event says when it is done."""
     await _stray(memory_backend, runtime, sid)
-    assert (await remote.health())["orphans"] == [sid]
+    assert (await client.health())["orphans"] == [sid]
     with memory_backend.bus.subscribe(kinds={EventKind.ORPHAN_REMOVED}) as removed:
-        await remote.remove_orphan(sid)  # 202: the removal has begun
+        await client.remove_orphan(sid)  # the removal has begun (202 over HTTP)
         event = await asyncio.wait_for(removed.get(), 5)
         assert event is not None and event.session_id == sid
     assert sid not in runtime.workloads
-    assert (await remote.health())["orphans"] == []
+    assert (await client.health())["orphans"] == []
     with pytest.raises(SessionNotFound) as missing:
-        await remote.remove_orphan(sid)
+        await client.remove_orphan(sid)
     assert missing.value.session_id == sid and missing.value.status == 404
-
-
-async def test_remove_orphan_local(memory_backend: Backend, runtime: MemoryRuntime) -> None:
-    local = LocalClient(memory_backend)
-    sid = "mallory-demo-0000000b"
-    await _stray(memory_backend, runtime, sid)
-    assert (await local.health())["orphans"] == [sid]
-    with memory_backend.bus.subscribe(kinds={EventKind.ORPHAN_REMOVED}) as removed:
-        await local.remove_orphan(sid)  # embedded: gone when it returns
-        assert sid not in runtime.workloads
-        event = await asyncio.wait_for(removed.get(), 5)
-        assert event is not None and event.session_id == sid
-    assert (await local.health())["orphans"] == []
-    with pytest.raises(SessionNotFound) as missing:
-        await local.remove_orphan(sid)
-    assert missing.value.session_id == sid

@@ -188,7 +188,7 @@ async def test_orphan_removal(
 ) -> None:
     sid = (await api.post("/sessions", json={"user": "u"})).json()["session_id"]
     # The pool forgets the session but its workload stays: an orphan for the drift check.
-    memory_backend.pool._sessions.pop(sid)
+    memory_backend.pool._records.pop(sid)
     await memory_backend.check_drift()
     assert (await api.get("/health")).json()["orphans"] == [sid]
     with memory_backend.bus.subscribe(kinds={EventKind.ORPHAN_REMOVED}) as removed:
