@@ -1,139 +1,151 @@
-"""``GET /metrics``: the pool's counters and gauges in the Prometheus text format.
+"""``GET /metrics``: the pool's figures and the daemon's process figures for Prometheus.
 
-Rendered by hand from ``PoolMetrics`` and the health snapshot: the format is a few lines
-of text, and a client library would add a second registry to keep in step with the pool.
-Counter names end in ``_total``; the start latency is a histogram in seconds.
+``PoolCollector`` is a ``prometheus_client`` custom collector: it reads ``PoolMetrics``,
+the pool and the health snapshot at scrape time, so there is no second set of counters
+to keep in step with the pool. The registry also carries the client library's standard
+process and platform collectors (CPU seconds, resident memory, open and maximum file
+descriptors, start time): the figures an operator alerts on. Counter names end in
+``_total``; the start latency is a histogram in seconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
 from backend.models import SessionState
 from backend.service import Backend
 
-__all__ = ["CONTENT_TYPE", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "PoolCollector", "metrics_registry", "render_metrics"]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, value: float, **labels: str) -> None:
-        if labels:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            self.lines.append(f"{name}{{{inner}}} {_number(value)}")
-        else:
-            self.lines.append(f"{name} {_number(value)}")
-
-    def one(self, name: str, kind: str, help_text: str, value: float) -> None:
-        self.family(name, kind, help_text)
-        self.sample(name, value)
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=float(value))
 
 
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value=float(value))
 
 
-def render_metrics(backend: Backend) -> str:
-    """The whole exposition, ending with a newline."""
-    pool = backend.pool
-    metrics = pool.metrics
-    health = backend.health()
-    w = _Writer()
+class PoolCollector(Collector):
+    """The pool's gauges and counters, read from the backend on every scrape."""
 
-    counts = {state: 0 for state in SessionState}
-    for session in pool.list():
-        counts[session.state] += 1
-    w.family("podwarden_sessions", "gauge", "Sessions known to the pool, by state.")
-    for state, count in counts.items():
-        w.sample("podwarden_sessions", count, state=state.value)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
 
-    w.one("podwarden_active_sessions", "gauge", "Sessions holding capacity.", pool.active_count)
-    w.one("podwarden_max_sessions", "gauge", "Capacity of the pool.", health.max_sessions)
-    w.one(
-        "podwarden_max_sessions_per_user",
-        "gauge",
-        "Sessions one user may hold (the pool's capacity when there is no limit of its own).",
-        health.max_sessions_per_user or health.max_sessions,
-    )
-    w.one(
-        "podwarden_capacity_ratio",
-        "gauge",
-        "Active sessions divided by capacity.",
-        pool.active_count / health.max_sessions if health.max_sessions else 0.0,
-    )
-    w.one(
-        "podwarden_queued_acquires", "gauge", "Acquires waiting for room.", health.queued_acquires
-    )
-    w.one("podwarden_users", "gauge", "Users holding an active session.", health.users)
+    def collect(self) -> Iterator[Metric]:
+        backend = self.backend
+        pool = backend.pool
+        metrics = pool.metrics
+        health = backend.health()
 
-    w.family("podwarden_acquires_total", "counter", "Acquires by outcome.")
-    for outcome, count in metrics.acquires.items():
-        w.sample("podwarden_acquires_total", count, outcome=outcome)
+        by_state = GaugeMetricFamily(
+            "podwarden_sessions", "Sessions known to the pool, by state.", labels=["state"]
+        )
+        counts = {state: 0 for state in SessionState}
+        for session in pool.list():
+            counts[session.state] += 1
+        for state, count in counts.items():
+            by_state.add_metric([state.value], count)
+        yield by_state
 
-    w.family("podwarden_start_seconds", "histogram", "Seconds from workload start to ready.")
-    for le, count in metrics.start_seconds.cumulative():
-        w.sample("podwarden_start_seconds_bucket", count, le=le)
-    w.sample("podwarden_start_seconds_sum", metrics.start_seconds.total)
-    w.sample("podwarden_start_seconds_count", metrics.start_seconds.count)
+        yield _gauge("podwarden_active_sessions", "Sessions holding capacity.", pool.active_count)
+        yield _gauge("podwarden_max_sessions", "Capacity of the pool.", health.max_sessions)
+        yield _gauge(
+            "podwarden_max_sessions_per_user",
+            "Sessions one user may hold (the pool's capacity when there is no limit of its own).",
+            health.max_sessions_per_user or health.max_sessions,
+        )
+        yield _gauge(
+            "podwarden_capacity_ratio",
+            "Active sessions divided by capacity.",
+            pool.active_count / health.max_sessions if health.max_sessions else 0.0,
+        )
+        yield _gauge(
+            "podwarden_queued_acquires", "Acquires waiting for room.", health.queued_acquires
+        )
+        yield _gauge("podwarden_users", "Users holding an active session.", health.users)
 
-    w.one(
-        "podwarden_start_failures_total",
-        "counter",
-        "Starts that ended failed after all retries.",
-        metrics.start_failures,
-    )
-    w.one(
-        "podwarden_start_retries_total", "counter", "Start attempts retried.", metrics.start_retries
-    )
-    w.one("podwarden_evictions_total", "counter", "Sessions evicted (LRU).", metrics.evictions)
-    w.family("podwarden_refreshes_total", "counter", "Refresh probes by outcome.")
-    for outcome, count in metrics.refreshes.items():
-        w.sample("podwarden_refreshes_total", count, outcome=outcome)
-    w.one(
-        "podwarden_recycles_total",
-        "counter",
-        "Dead workloads replaced under the same id.",
-        metrics.recycles,
-    )
-    w.one(
-        "podwarden_terminations_total",
-        "counter",
-        "Sessions whose cleanup finished.",
-        metrics.terminations,
-    )
-    w.one(
-        "podwarden_cleanup_leftovers_total",
-        "counter",
-        "Cleanups that left something behind.",
-        metrics.cleanup_leftovers,
-    )
+        acquires = CounterMetricFamily(
+            "podwarden_acquires", "Acquires by outcome.", labels=["outcome"]
+        )
+        for outcome, count in metrics.acquires.items():
+            acquires.add_metric([outcome], count)
+        yield acquires
 
-    w.one("podwarden_healthy", "gauge", "1 when /health says healthy.", health.status == "healthy")
-    w.one("podwarden_runtime_ok", "gauge", "1 when the runtime answers.", health.runtime_ok)
-    w.one("podwarden_store_ok", "gauge", "1 when the state store writes.", health.store_ok)
-    w.one("podwarden_orphans", "gauge", "Workloads the pool does not know.", len(health.orphans))
-    w.one("podwarden_ghosts", "gauge", "Sessions whose workload is gone.", len(health.ghosts))
-    w.one(
-        "podwarden_event_subscribers",
-        "gauge",
-        "Open event subscriptions (TUI, SSE, log).",
-        backend.bus.subscriber_count,
-    )
-    w.one(
-        "podwarden_uptime_seconds", "gauge", "Seconds since the backend started.", health.uptime_s
-    )
-    return "\n".join(w.lines) + "\n"
+        histogram = metrics.start_seconds
+        yield HistogramMetricFamily(
+            "podwarden_start_seconds",
+            "Seconds from workload start to ready.",
+            buckets=[(le, float(count)) for le, count in histogram.cumulative()],
+            sum_value=histogram.total,
+        )
+
+        yield _counter(
+            "podwarden_start_failures",
+            "Starts that ended failed after all retries.",
+            metrics.start_failures,
+        )
+        yield _counter("podwarden_start_retries", "Start attempts retried.", metrics.start_retries)
+        yield _counter("podwarden_evictions", "Sessions evicted (LRU).", metrics.evictions)
+        for family, help_text, outcomes in (
+            ("podwarden_refreshes", "Refresh probes by outcome.", metrics.refreshes),
+            ("podwarden_liveness_checks", "Liveness checks by outcome.", metrics.liveness),
+        ):
+            counter = CounterMetricFamily(family, help_text, labels=["outcome"])
+            for outcome, count in outcomes.items():
+                counter.add_metric([outcome], count)
+            yield counter
+        yield _counter(
+            "podwarden_recycles", "Dead workloads replaced under the same id.", metrics.recycles
+        )
+        yield _counter(
+            "podwarden_terminations", "Sessions whose cleanup finished.", metrics.terminations
+        )
+        yield _counter(
+            "podwarden_cleanup_leftovers",
+            "Cleanups that left something behind.",
+            metrics.cleanup_leftovers,
+        )
+
+        yield _gauge(
+            "podwarden_healthy", "1 when /health says healthy.", health.status == "healthy"
+        )
+        yield _gauge("podwarden_runtime_ok", "1 when the runtime answers.", health.runtime_ok)
+        yield _gauge("podwarden_store_ok", "1 when the state store writes.", health.store_ok)
+        yield _gauge("podwarden_orphans", "Workloads the pool does not know.", len(health.orphans))
+        yield _gauge("podwarden_ghosts", "Sessions whose workload is gone.", len(health.ghosts))
+        yield _gauge(
+            "podwarden_event_subscribers",
+            "Open event subscriptions (TUI, SSE, log).",
+            backend.bus.subscriber_count,
+        )
+        yield _gauge(
+            "podwarden_uptime_seconds", "Seconds since the backend started.", health.uptime_s
+        )
+
+
+def metrics_registry(backend: Backend) -> CollectorRegistry:
+    """A registry of its own (not the library's global one, which tests and several
+    backends in one process would share): the pool's collector plus process figures."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(backend))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The whole exposition in the text format."""
+    return generate_latest(registry)

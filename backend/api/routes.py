@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from starlette.responses import Response
 
 from backend.api.fastpath import acquire_answer
-from backend.api.prometheus import CONTENT_TYPE, render_metrics
+from backend.api.prometheus import CONTENT_TYPE, metrics_registry, render_metrics
 from backend.api.schemas import (
     AcquireOut,
     AcquireRequest,
@@ -92,6 +92,7 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
     router is one more matching layer on every request); the backend must be started
     before requests arrive. Every answer comes from ``ops``, as the embedded client's."""
     backend = ops.backend
+    registry = metrics_registry(backend)
 
     @router.get("/health", response_model=HealthOut, tags=["health"], summary="Pool health")
     async def health() -> Response:
@@ -231,7 +232,7 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
         },
     )
     async def metrics() -> Response:
-        return Response(render_metrics(backend), media_type=CONTENT_TYPE)
+        return Response(render_metrics(registry), media_type=CONTENT_TYPE)
 
     @router.delete(
         "/orphans/{session_id}",

@@ -108,7 +108,7 @@ async def test_metrics_prometheus_text(api: httpx.AsyncClient, memory_backend: B
     await api.post("/sessions", json={"user": "b"})
     response = await api.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"].startswith("text/plain; version=")
     text = response.text
     assert text.endswith("\n")
     for line in text.splitlines():
@@ -127,3 +127,7 @@ async def test_metrics_prometheus_text(api: httpx.AsyncClient, memory_backend: B
     assert samples["podwarden_start_failures_total"] == 0
     assert samples["podwarden_healthy"] == 1
     assert "# TYPE podwarden_start_seconds histogram" in text
+    # the daemon's own figures, read at scrape time by the client library's collectors
+    assert samples["process_open_fds"] > 0 and samples["process_max_fds"] > 0
+    assert samples["process_resident_memory_bytes"] > 0
+    assert "process_cpu_seconds_total" in samples
