@@ -177,10 +177,13 @@ async def test_a_crash_loop_fails_with_exit_code_and_events(cluster: Factory) ->
         await runtime.wait_ready(handle, spec, 60, lambda _: None)
     assert info.value.reason.startswith("CrashLoopBackOff:")
     assert info.value.exit_code == 1
-    assert "BackOff: Back-off restarting failed container" in info.value.message
-    # The harness has no kubelet API: the log cannot be read, and the session says so once.
+    message = info.value.message
+    assert "restarting failed container=session" in message and "(restarted " in message
+    # The kubelet serves the crashed container's log: its last lines say why it died.
+    assert "last log lines: " in message and "fatal: simulated crash" in message
     lines = runtime.logs(session_id)
-    assert len(lines) == 1 and "cannot be read" in lines[0]
+    assert any("started" in line for line in lines)
+    assert any("fatal: simulated crash" in line for line in lines)
     assert (await runtime.stop(handle, 5)).verified
 
 
@@ -265,21 +268,34 @@ async def test_ten_concurrent_sessions(cluster: Factory) -> None:
     assert await runtime.inventory() == {}
 
 
-async def test_logs_and_tunnels_fail_clearly_without_a_kubelet(cluster: Factory) -> None:
+async def http_get_through(port: int, path: str = "/") -> bytes:
+    """One HTTP/1.0 GET to 127.0.0.1:port; the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+
+
+async def test_the_log_follows_the_pod_and_the_tunnel_reaches_it(cluster: Factory) -> None:
     runtime = cluster()
     session_id = sid()
     spec = make_spec(session_id)
     handle = await runtime.start(spec, lambda _: None)
     ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
     lines = await until(lambda: runtime.logs(session_id))
-    assert len(lines) == 1 and "cannot be followed" in lines[0]
+    assert "started" in lines[0] and "cannot be followed" not in lines[0]
 
     tunnel = await runtime.open_tunnel(ready, "127.0.0.1", 0)
     try:
         assert tunnel.is_listening()
-        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
-        assert await asyncio.wait_for(reader.read(), 15) == b""  # dropped, not hung
-        writer.close()
+        answer = await http_get_through(tunnel.info.port)
+        assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0]
+        assert session_id.encode() in answer, "the page names this session's own pod"
+        # The pod's server logs each request, and the session's log follows it.
+        await until(lambda: [line for line in runtime.logs(session_id) if "GET /" in line])
     finally:
         await tunnel.close()
     assert (await runtime.stop(ready, 5)).verified
@@ -353,13 +369,19 @@ async def test_the_rbac_manifest_grants_what_the_runtime_uses(
     assert (await runtime.probe(ready, spec.template)).alive
     assert [w.session_id for w in await runtime.list_owned()] == [session_id]
     lines = await until(lambda: runtime.logs(session_id))
-    assert "forbidden" not in lines[0]  # refused by the missing kubelet, not by RBAC
+    assert "started" in lines[0] and "forbidden" not in lines[0]  # pods/log is granted
+    tunnel = await runtime.open_tunnel(ready, "127.0.0.1", 0)
+    try:  # pods/portforward is granted
+        assert session_id.encode() in await http_get_through(tunnel.info.port)
+    finally:
+        await tunnel.close()
     assert (await runtime.stop(ready, 5)).verified
 
     crash = make_spec(sid(), image="registry.example/crashloop:1")
     handle = await runtime.start(crash, lambda _: None)
     with pytest.raises(StartError) as info:
         await runtime.wait_ready(handle, crash, 30, lambda _: None)
-    assert "events: " in info.value.message and "forbidden" not in info.value.message
+    assert "fatal: simulated crash" in info.value.message
+    assert "forbidden" not in info.value.message
     assert (await runtime.stop(handle, 5)).verified
     assert runtime.health().ok
