@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from backend.capacity import Capacity
 from backend.config import Settings
+from backend.credentials import check_credentials
 from backend.errors import (
     CapacityError,
     InvalidRequest,
@@ -50,7 +50,6 @@ __all__ = ["AcquireResult", "PoolState", "SessionPool"]
 
 Key = tuple[str, str]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _KEEP_ENDED = 100
 
 
@@ -84,27 +83,6 @@ class AcquireResult:
         data["is_new_session"] = self.is_new_session
         data["took_ms"] = round(self.took_ms, 3)
         return data
-
-
-def validate_credentials(credentials: object) -> dict[str, str]:
-    """Credentials are environment variables for the workload: NAME -> string value.
-
-    Errors name the key, never the value.
-    """
-    if credentials is None:
-        return {}
-    if not isinstance(credentials, dict):
-        raise InvalidRequest("credentials", "must be an object of NAME: value strings")
-    for name, value in credentials.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise InvalidRequest(
-                "credentials", f"key {str(name)[:40]!r} is not a valid environment variable name"
-            )
-        if not isinstance(value, str):
-            raise InvalidRequest(f"credentials.{name}", "must be a string")
-        if "\x00" in value:
-            raise InvalidRequest(f"credentials.{name}", "must not contain NUL characters")
-    return dict(credentials)
 
 
 class SessionPool:
@@ -298,7 +276,7 @@ class SessionPool:
         self._check_running()
         validate_user(user)
         tpl = self.template(template)
-        creds = validate_credentials(credentials)
+        creds = check_credentials(credentials, tpl)
         key = (user, tpl.name)
         if reuse:
             sid = self._primary.get(key)

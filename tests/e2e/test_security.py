@@ -1,0 +1,161 @@
+"""Security hardening, each defect attacked on a real ``podwarden serve``.
+
+The API token lets a caller start the templates an operator configured, nothing more:
+credentials are limited to the names a template declares (and never the loader's,
+interpreters' or shells'), user names cannot read as options or disguise themselves, and
+a config with numbers podwarden cannot use stops start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Events, Serve, sweep, write_config
+from tests.e2e.test_serve_cli import cli
+
+Start = Callable[..., Any]
+
+
+def _auth(server: Serve) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.token}"}
+
+
+async def _acquire(server: Serve, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        return await http.post("/sessions", json=body, headers=_auth(server))
+
+
+async def _end(server: Serve, session_id: str) -> None:
+    """Delete a session and wait until its cleanup is verified."""
+    events = await Events(server).open()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            response = await http.delete(f"/sessions/{session_id}", headers=_auth(server))
+            assert response.status_code == 202
+        await events.wait_for("cleanup_verified", session_id)
+    finally:
+        await events.close()
+
+
+async def test_credentials_that_run_code_are_refused_and_nothing_starts(
+    serve: Start, tmp_path: Path
+) -> None:
+    server: Serve = await serve()
+    proof = tmp_path / "ran"
+    attack = {
+        "PYTHONWARNINGS": "all:0:antigravity.x:0:0",
+        "BROWSER": f"/bin/sh -c 'id > {proof}' #%s",
+    }
+    response = await _acquire(server, {"user": "mallory", "credentials": attack})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] in ("credentials.PYTHONWARNINGS", "credentials.BROWSER")
+    for name in ("PATH", "LD_PRELOAD", "PYTHONPATH", "NODE_OPTIONS", "BASH_ENV", "HOME"):
+        response = await _acquire(server, {"user": "mallory", "credentials": {name: "/x"}})
+        assert response.status_code == 422, name
+        assert response.json()["error"]["field"] == f"credentials.{name}"
+        assert "never accepted" in response.json()["error"]["message"]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        sessions = (await http.get("/sessions", headers=_auth(server))).json()
+    assert sessions == [] or sessions.get("sessions") == []
+    assert not proof.exists()
+
+
+async def test_only_the_templates_declared_credentials_are_accepted(serve: Start) -> None:
+    server: Serve = await serve()
+    response = await _acquire(server, {"user": "ana", "credentials": {"GREETING": "hi"}})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == "credentials.GREETING"
+    assert "PASSWORD" in error["message"]  # says which names the template does accept
+    response = await _acquire(server, {"user": "ana", "credentials": {"PASSWORD": "s3cret"}})
+    assert response.status_code == 200, response.text
+    await _end(server, response.json()["session_id"])
+
+
+async def test_a_denied_name_in_a_template_stops_start_up(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "podwarden.toml")
+    with config.open("a") as f:
+        f.write('credentials = ["API_KEY", "LD_PRELOAD"]\n')
+    code, _, err = await cli("serve", "--state-dir", str(tmp_path / "s"), "--config", str(config))
+    assert code == 2
+    assert err.startswith("podwarden: config error: templates.demo.credentials[1]:")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "user",
+    ["--remote-debugging-address=0.0.0.0", "-", "bob\u202egnp.exe", "a\u2066b", "x\x85y"],
+)
+async def test_users_that_read_as_options_or_disguise_themselves_get_422(
+    serve: Start, user: str
+) -> None:
+    server: Serve = await serve()
+    response = await _acquire(server, {"user": user})
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "user"
+
+
+async def test_user_slug_and_session_id_placeholders_reach_argv(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(tmp_path / "slug.toml")
+    with config.open("a") as f:
+        f.write(
+            'command = ["sh", "-c", "echo argv: $0 $1; exec python3 -m backend.workloads.demo'
+            ' --port $2 --login-delay 0", "{user_slug}", "{session_id}", "{port}"]\n'
+        )
+    server = await Serve(state_dir, config, []).start()
+    try:
+        response = await _acquire(server, {"user": "/"})
+        assert response.status_code == 200, response.text
+        sid = response.json()["session_id"]
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            logs = await http.get(f"/sessions/{sid}/logs", headers=_auth(server))
+        lines = [line for line in logs.json()["lines"] if "argv:" in str(line)]
+        assert lines, logs.text
+        slug = sid.rsplit("-", 2)[0]
+        assert f"argv: {slug} {sid}" in str(lines[0])
+        assert "/" not in slug
+        await _end(server, sid)
+    finally:
+        await server.stop()
+        assert not await sweep(state_dir)
+
+
+async def test_raw_user_placeholder_in_a_command_stops_start_up(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "podwarden.toml")
+    with config.open("a") as f:
+        f.write('command = ["python3", "-m", "http.server", "--directory", "/srv/{user}"]\n')
+    code, _, err = await cli("serve", "--state-dir", str(tmp_path / "s"), "--config", str(config))
+    assert code == 2
+    assert err.startswith("podwarden: config error: templates.demo.command[4]:")
+    assert "{user_slug}" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("pool", "queue_timeout", "nan"),
+        ("pool", "refresh_interval", "inf"),
+        ("pool", "stop_grace", "-1"),
+        ("pool", "start_backoff", "-inf"),
+        ("templates.demo", "login_delay", "-1"),
+        ("templates.demo", "ready_timeout", "0"),
+        ("runtime.kubernetes", "delete_timeout", "nan"),
+    ],
+)
+async def test_numbers_podwarden_cannot_use_stop_start_up(
+    tmp_path: Path, section: str, key: str, value: str
+) -> None:
+    config = tmp_path / "podwarden.toml"
+    config.write_text(f"[{section}]\n{key} = {value}\n")
+    code, _, err = await cli("serve", "--state-dir", str(tmp_path / "s"), "--config", str(config))
+    assert code == 2
+    assert err.startswith(f"podwarden: config error: {section}.{key}: must be")
+    assert err.count("\n") == 1 and "Traceback" not in err
