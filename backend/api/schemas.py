@@ -150,8 +150,14 @@ class HealthOut(BaseModel):
     runtime: str
     runtime_ok: bool
     runtime_workloads: int | None
-    orphans: list[str]
-    ghosts: list[str]
+    orphans: list[str] | None = Field(
+        default=None, description="Orphaned workloads' session ids; only with the token."
+    )
+    ghosts: list[str] | None = Field(
+        default=None, description="Ghost sessions' ids; only with the token."
+    )
+    orphan_count: int
+    ghost_count: int
     store_ok: bool
     degraded_reasons: list[str]
     uptime_s: float

@@ -121,8 +121,9 @@ class LocalRuntime:
         on_phase("launching")
         rundir = self._sessions_dir / spec.session_id
         workdir = Path(spec.workdir)
-        rundir.mkdir(parents=True, exist_ok=True)
-        workdir.mkdir(parents=True, exist_ok=True)
+        self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rundir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         port = self._pick_port()
         values = {
             "port": str(port),

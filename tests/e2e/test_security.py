@@ -8,6 +8,13 @@ a config with numbers podwarden cannot use stops start-up.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import resource
+import signal
+import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Events, Serve, sweep, write_config
+from backend.events import EventBus
+from backend.logs import SessionLogs
+from backend.runtime.base import WorkloadSpec
+from backend.runtime.local import LocalRuntime
+from backend.templates import builtin_templates
+from tests.e2e.conftest import ROOT, Events, Serve, sweep, write_config
 from tests.e2e.test_serve_cli import cli
 
 Start = Callable[..., Any]
@@ -159,3 +171,132 @@ async def test_numbers_podwarden_cannot_use_stop_start_up(
     assert code == 2
     assert err.startswith(f"podwarden: config error: {section}.{key}: must be")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def _podwarden(*args: str) -> tuple[int, str]:
+    """Run the ``podwarden`` console script (the embedded console without a command)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODWARDEN_")}
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("podwarden")),
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_a_second_daemon_on_the_state_directory_exits_2_naming_the_first(
+    serve: Start, state_dir: Path, config_file: Path
+) -> None:
+    server: Serve = await serve()
+    assert server.proc is not None
+    url_before = (state_dir / "api-url").read_text()
+    code, _, err = await cli("serve", "--state-dir", str(state_dir), "--config", str(config_file))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"pid {server.proc.pid}" in err and server.url in err
+    code, err = await _podwarden("--state-dir", str(state_dir), "--config", str(config_file))
+    assert code == 2 and err.count("\n") == 1
+    assert f"pid {server.proc.pid}" in err and server.url in err
+    # the first one is untouched: its address file is still there and it still answers
+    assert (state_dir / "api-url").read_text() == url_before
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/health")).status_code == 200
+
+
+async def test_a_killed_daemons_lock_never_blocks_a_restart(serve: Start, state_dir: Path) -> None:
+    first: Serve = await serve()
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert (state_dir / "daemon.lock").exists()
+    second: Serve = await serve()
+    async with httpx.AsyncClient(base_url=second.url) as http:
+        assert (await http.get("/health")).status_code == 200
+    assert (state_dir / "daemon.lock").read_text().strip() == str(second.proc and second.proc.pid)
+
+
+async def _health(server: Serve, *, token: bool = False) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        response = await http.get("/health", headers=_auth(server) if token else {})
+        assert response.status_code == 200
+        return dict(response.json())
+
+
+async def _poll_health(
+    server: Serve, done: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> dict[str, Any]:
+    """The token-holder's health once ``done`` says so (for states no event announces)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        health = await _health(server, token=True)
+        if done(health):
+            return health
+        assert asyncio.get_running_loop().time() < deadline, health
+        await asyncio.sleep(0.05)
+
+
+async def test_store_health_recovers_once_writes_succeed_again(serve: Start) -> None:
+    server: Serve = await serve()
+    assert server.proc is not None
+    pid = server.proc.pid
+    first = await _acquire(server, {"user": "disk"})
+    assert first.status_code == 200
+    events = await Events(server).open()
+    limit = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    try:
+        # "the disk is full": every write of the daemon to a regular file fails (EFBIG;
+        # Python ignores SIGXFSZ), while the workload already running is untouched
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, limit[1]))
+        sid = first.json()["session_id"]
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            assert (await http.delete(f"/sessions/{sid}", headers=_auth(server))).status_code == 202
+        await events.wait_for("cleanup_verified", sid)
+        # the writer thread commits (and fails) after the event is out
+        health = await _poll_health(server, lambda h: not h["store_ok"])
+        assert health["status"] == "degraded" and health["degraded_reasons"], health
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, limit)
+        await events.close()
+    again = await _acquire(server, {"user": "disk"})
+    assert again.status_code == 200
+    await _end(server, again.json()["session_id"])
+    health = await _health(server)
+    assert health["store_ok"] and health["status"] == "healthy", health
+
+
+async def test_health_names_sessions_only_to_token_holders_and_files_are_private(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    state_dir.mkdir(mode=0o755)
+    config = write_config(tmp_path / "drift.toml")
+    with config.open("a") as f:
+        f.write("[runtime.kubernetes]\nreconcile_interval = 0.1\n")
+    server = await Serve(state_dir, config, []).start()
+    # a workload of this state directory the daemon does not know: an orphan with a name
+    runtime = LocalRuntime(state_dir, SessionLogs(EventBus()))
+    sid = "orphan-owner-demo-0badc0de"
+    spec = WorkloadSpec(sid, "Orphan.Owner", builtin_templates()["demo"], state_dir / "w")
+    handle = await runtime.start(spec, lambda phase: None)
+    try:
+        # the drift check runs every 0.1 s and publishes no event for an orphan: poll
+        full = await _poll_health(server, lambda h: sid in h["orphans"])
+        public = await _health(server)
+        assert "orphans" not in public and "ghosts" not in public
+        assert public["orphan_count"] == full["orphan_count"] == 1
+        assert "Orphan" not in json.dumps(public) and sid not in json.dumps(public)
+    finally:
+        await runtime.stop(handle, 2.0)
+        await runtime.close()
+        await server.stop()
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state_dir / "podwarden.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir / "token").stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir / "sessions").stat().st_mode) == 0o700
+
+
+async def _sessions(server: Serve) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        return list((await http.get("/sessions", headers=_auth(server))).json())
