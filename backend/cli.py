@@ -25,6 +25,7 @@ from typing import Any
 
 from backend.config import Settings, apply_overrides, load_settings
 from backend.errors import ConfigError
+from backend.state_lock import StateDirInUse, hold_state_dir
 
 __all__ = ["EXIT_UNREACHABLE", "build_parser", "load_from_args", "main"]
 
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None, run_tui: RunTui | None = None) -> int:
             settings = load_from_args(args)
         if args.command == "serve":
             assert settings is not None
-            return _serve(args, settings)
+            with hold_state_dir(settings.state_dir):
+                return _serve(args, settings)
         if run_tui is None:
             print(
                 "podwarden: the terminal UI is not available from here; "
@@ -163,9 +165,15 @@ def main(argv: list[str] | None = None, run_tui: RunTui | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return run_tui(args, settings)
+        if settings is None:
+            return run_tui(args, settings)
+        with hold_state_dir(settings.state_dir):
+            return run_tui(args, settings)
     except ConfigError as e:
         print(f"podwarden: config error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateDirInUse as e:
+        print(f"podwarden: {e.message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

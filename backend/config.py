@@ -10,6 +10,7 @@ through ``apply_overrides``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.credentials import refused_reason
 from backend.errors import ConfigError
 from backend.templates import Template, builtin_templates
 
@@ -161,6 +163,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for values that are well-typed but unusable together."""
+        _check_numbers("", self)
         pool = self.pool
         _positive("pool.max_sessions", pool.max_sessions)
         if pool.max_sessions_per_user is not None:
@@ -206,11 +209,64 @@ class Settings:
             _choice(f"templates.{name}.readiness", template.readiness, ("tcp", "http"))
             if self.runtime.kind == "local" and not template.command and not template.image:
                 raise ConfigError(f"templates.{name}", "needs a command (local runtime)")
+            _check_template_safety(f"templates.{name}", template)
         if self.default_template not in self.templates:
             raise ConfigError(
                 "default_template",
                 f"names {self.default_template!r}, which is not a configured template",
             )
+
+
+POSITIVE_KEYS = frozenset(
+    {
+        "refresh_interval",
+        "liveness_interval",
+        "liveness_timeout",
+        "ready_timeout",
+        "delete_timeout",
+        "reconcile_interval",
+        "max_concurrent_creates",
+        "api_threads",
+        "header_timeout",
+        "max_connections",
+    }
+)
+"""Numeric fields (by name, wherever they sit) for which zero makes no sense."""
+
+
+def _check_numbers(prefix: str, target: Any) -> None:
+    """Every number in ``target`` (a dataclass; templates too) is finite and >= 0, and > 0
+    where ``POSITIVE_KEYS`` says so: ``nan``, ``inf`` or ``-1`` seconds would otherwise
+    surface as a 500 or a busy loop long after start-up."""
+    for f in dataclasses.fields(target):
+        value = getattr(target, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_numbers(f"{key}.", value)
+        elif isinstance(value, dict) and f.name == "templates":
+            for name, template in value.items():
+                _check_numbers(f"templates.{name}.", template)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}")
+            if value < 0:
+                raise ConfigError(key, f"must be >= 0, got {value:g}")
+            if value == 0 and f.name in POSITIVE_KEYS:
+                raise ConfigError(key, "must be > 0")
+
+
+def _check_template_safety(key: str, template: Template) -> None:
+    for i, item in enumerate(template.command):
+        if "{user}" in item:
+            raise ConfigError(
+                f"{key}.command[{i}]",
+                "the raw {user} is unsafe in a command (a user such as '/' or '--x' would "
+                "become a path or an option); use {user_slug}",
+            )
+    for i, name in enumerate(template.credentials):
+        reason = refused_reason(name)
+        if reason is not None:
+            raise ConfigError(f"{key}.credentials[{i}]", f"{name!r} {reason}")
 
 
 def _positive(key: str, value: int) -> None:

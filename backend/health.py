@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["HealthSnapshot"]
+__all__ = ["DETAIL_FIELDS", "HealthSnapshot", "public_health"]
+
+DETAIL_FIELDS = ("orphans", "ghosts")
+"""Fields that name sessions (and so users): only for callers holding the token."""
 
 
 @dataclass(frozen=True)
@@ -58,4 +61,13 @@ class HealthSnapshot:
     """Unix time the refresher last finished a round, or None before the first."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["orphan_count"] = len(self.orphans)
+        data["ghost_count"] = len(self.ghosts)
+        return data
+
+
+def public_health(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without the fields that name sessions or users (``/health`` without
+    the token): counts and status only."""
+    return {k: v for k, v in document.items() if k not in DETAIL_FIELDS}

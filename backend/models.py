@@ -31,6 +31,7 @@ __all__ = [
     "TunnelInfo",
     "WorkloadHandle",
     "make_session_id",
+    "user_slug",
     "validate_user",
 ]
 
@@ -203,14 +204,17 @@ class Session:
         return data
 
 
-_BAD_USER_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_USER_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BIDI_CHARS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def validate_user(user: object) -> str:
     """Return ``user`` if it may own sessions, else raise ``InvalidRequest``.
 
     Any printable text up to ``MAX_USER_LENGTH`` characters is a valid user name; control
-    characters (newlines included) are refused because they would corrupt logs and screens.
+    characters (newlines included) are refused because they would corrupt logs and screens,
+    bidirectional overrides because they make a name read as another, and a leading ``-``
+    because a name that reaches a command line must never read as an option.
     """
     if not isinstance(user, str):
         raise InvalidRequest("user", "must be a string")
@@ -220,6 +224,10 @@ def validate_user(user: object) -> str:
         raise InvalidRequest("user", f"is {len(user)} characters long; at most {MAX_USER_LENGTH}")
     if _BAD_USER_CHARS.search(user):
         raise InvalidRequest("user", "must not contain control characters such as newlines")
+    if _BIDI_CHARS.search(user):
+        raise InvalidRequest("user", "must not contain bidirectional control characters")
+    if user.startswith("-"):
+        raise InvalidRequest("user", "must not start with '-'")
     return user
 
 
@@ -237,6 +245,12 @@ def _label_part(text: str, limit: int) -> str:
     return f"{head}-{digest}" if head else f"u{digest}"
 
 
+def user_slug(user: str) -> str:
+    """The DNS-1123-safe form of ``user`` used in session ids (the ``{user_slug}``
+    placeholder): lowercase letters, digits and ``-``, with a hash where it had to change."""
+    return _label_part(user, 30)
+
+
 def make_session_id(user: str, template: str, suffix: str | None = None) -> str:
     """``{user}-{template}-{8 hex}`` as a DNS-1123 label of at most 63 characters.
 
@@ -245,7 +259,7 @@ def make_session_id(user: str, template: str, suffix: str | None = None) -> str:
     id prefix by accident; the 8 random hex digits keep ids unique per session.
     """
     suffix = suffix or secrets.token_hex(4)
-    user_part = _label_part(user, 30)
+    user_part = user_slug(user)
     template_part = _label_part(template, 20)
     session_id = f"{user_part}-{template_part}-{suffix}"
     return session_id[:63].strip("-")

@@ -27,7 +27,7 @@ from typing import Any
 from backend.capacity import Capacity
 from backend.cleanup import WorkloadStopper
 from backend.config import Settings
-from backend.credentials import validate_credentials
+from backend.credentials import check_credentials
 from backend.errors import (
     CapacityError,
     InvalidRequest,
@@ -238,15 +238,21 @@ class SessionPool(UpkeepVerbs):
         self._check_running()
         validate_user(user)
         tpl = self.template(template)
-        creds = validate_credentials(credentials, tpl)
+        creds = check_credentials(credentials, tpl)
         key = (user, tpl.name)
         if reuse:
-            record = self._primary.get(key)
-            if record is not None and creds:
-                self._supply_credentials(record, creds)
-            if record is not None and record.session.state in REUSABLE and record.flight is None:
+            for look in range(2):  # again after a failed check changed the session
+                record = self._primary.get(key)
+                if record is not None and creds:
+                    self._supply_credentials(record, creds)
+                if record is None or record.session.state not in REUSABLE or record.flight:
+                    break
                 age = self.clock() - record.checked_at
-                if age <= self.settings.pool.liveness_interval or await self._still_alive(record):
+                if (
+                    look == 1  # just recycled or checked: fresh
+                    or age <= self.settings.pool.liveness_interval
+                    or await self._still_alive(record)
+                ):
                     return self._reuse(record, started)
             flight = self._flights.get(key)
             if flight is not None:

@@ -25,6 +25,7 @@ from backend.pool import SessionPool
 from backend.recovery import RecoveryReport, recover
 from backend.refresher import Refresher
 from backend.runtime.base import OwnedWorkload, Runtime
+from backend.state_lock import StateLock, hold_state_dir
 from backend.store import Store
 from backend.tunnels import PortAllocator
 
@@ -83,11 +84,13 @@ class Backend:
         self._tasks: list[asyncio.Task[None]] = []
         self._removals: set[asyncio.Task[None]] = set()
         self._started = False
+        self._lock: StateLock | None = None
 
     async def start(self) -> None:
-        """Open the store, recover, and start the background tasks."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        """Lock the state directory, open the store, recover, start the background tasks."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.store is not None:
+            self._lock = hold_state_dir(self.state_dir)
             self.store.open()
             self._tasks.append(self._guarded(self._persist_events(), "event store"))
         adopt_unknown = True
@@ -114,6 +117,9 @@ class Backend:
         if self.store is not None:
             await self.store.flush()
             self.store.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self._started = False
 
     async def __aenter__(self) -> Backend:

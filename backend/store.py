@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -115,6 +116,8 @@ class Store:
         self._queue: queue.SimpleQueue[_Op | _AfterCommit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.failed_batches = 0
+        """Write batches lost to an error (disk full, file removed) since the start."""
         self._events_written = 0
         self._touches: dict[str, tuple[float, int, str]] = {}
         self._touch_lock = threading.Lock()
@@ -123,7 +126,10 @@ class Store:
     def open(self) -> None:
         """Create the file and schema; start the writer thread."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # 0600 before SQLite opens it: its -wal and -shm files copy the main file's mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.chmod(self.path, 0o600)
             connection = self._connect()
             connection.executescript(_SCHEMA)
             present = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
@@ -155,6 +161,7 @@ class Store:
                     except queue.Empty:
                         break
                 stop = False
+                wrote = False
                 committed: list[Callable[[], object]] = []
                 try:
                     with connection:
@@ -165,8 +172,13 @@ class Store:
                                 committed.append(item.callback)
                             else:
                                 item(connection)
+                                wrote = True
                 except sqlite3.Error as e:  # keep serving; health reports it
                     self._error = e
+                    self.failed_batches += 1
+                else:
+                    if wrote:  # a real commit went through: the disk takes writes again
+                        self._error = None
                 for callback in committed:
                     callback()
                 if stop:
@@ -176,7 +188,8 @@ class Store:
 
     @property
     def healthy(self) -> bool:
-        """False once a write has failed (disk full, file removed)."""
+        """False while writes fail (disk full, file removed); true again after the next
+        write that commits."""
         return self._error is None
 
     @property

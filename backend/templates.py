@@ -41,6 +41,10 @@ class Template:
     """HTTP path called on every refresh to keep the session logged in; empty: none."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment of the workload."""
+    credentials: list[str] = field(default_factory=list)
+    """Names of the environment variables an acquire may pass as credentials; empty: none.
+    Names that change how programs load or run are refused even if listed (see
+    ``backend.credentials``)."""
     login_delay: float = 0.0
     """Seconds the demo workload pretends to log in before it answers."""
     ready_timeout: float = 60.0
@@ -77,6 +81,7 @@ def _demo() -> Template:
         readiness_path="/health",
         keepalive_path="/keepalive",
         login_delay=2.0,
+        credentials=["API_KEY", "PASSWORD", "TOKEN", "USERNAME"],
     )
 
 

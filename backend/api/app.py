@@ -11,6 +11,7 @@ matching what ``Guard`` enforces. ``PodwardenApi`` is FastAPI with the warm-reus
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from backend.api.routes import add_routes
 from backend.api.sse import SseHub
 from backend.operations import Operations
 from backend.service import Backend
+from backend.templates import Template
 
 __all__ = ["API_VERSION", "PodwardenApi", "make_api"]
 
@@ -95,6 +97,7 @@ def make_api(
                 routes=app.routes,
             )
             _name_templates(document, sorted(backend.settings.templates))
+            _name_credentials(document, backend.settings.templates.values())
             app.openapi_schema = _with_security(document)
         return app.openapi_schema
 
@@ -115,6 +118,18 @@ def _name_templates(schema: dict[str, Any], names: list[str]) -> None:
     takes any string, and the pool answers an unknown one with a 422 naming the known)."""
     request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
     request["template"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+
+
+def _name_credentials(schema: dict[str, Any], templates: Iterable[Template]) -> None:
+    """List the credential names the templates declare as the allowed keys (each template
+    accepts only its own; the pool answers any other with a 422 naming the field)."""
+    names = sorted({name for t in templates for name in t.credentials})
+    request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
+    for option in request["credentials"].get("anyOf", [request["credentials"]]):
+        if option.get("type") == "object":
+            option["propertyNames"] = {"enum": names}
+            if not names:
+                option["maxProperties"] = 0
 
 
 def _with_security(schema: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ on the warm-reuse hot path: a header scan and a constant-time compare cost micro
 a task-per-request wrapper does not. It does three things:
 
 - **auth**: every path but ``/health`` needs ``Authorization: Bearer <token>``; the check
-  uses ``secrets.compare_digest`` so the answer time says nothing about the token;
+  uses ``secrets.compare_digest`` so the answer time says nothing about the token, and
+  its verdict is left in the scope (``AUTHORIZED``) for ``/health``'s detail;
 - **body size**: a declared ``Content-Length`` over the limit is refused with 413 before
   the app reads a byte; a chunked body is counted as it streams and cut off the same way;
 - **last resort**: an exception no handler took becomes a 500 JSON error without
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "AUTHORIZED",
     "DEFAULT_BODY_LIMIT",
     "INTERNAL_MESSAGE",
     "BodyTooLarge",
@@ -33,6 +35,8 @@ __all__ = [
 log = logging.getLogger("podwarden.api")
 
 PUBLIC_PATHS = frozenset({"/health"})
+AUTHORIZED = "podwarden.authorized"
+"""Scope key the guard sets: whether the request carried the right token."""
 DEFAULT_BODY_LIMIT = 64 * 1024
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
@@ -89,9 +93,11 @@ class Guard:
                 authorization = value
             elif name == b"content-length":
                 length = value
-        if scope["path"] not in PUBLIC_PATHS and not (
-            authorization is not None and secrets.compare_digest(authorization, self._expected)
-        ):
+        authorized = authorization is not None and secrets.compare_digest(
+            authorization, self._expected
+        )
+        scope[AUTHORIZED] = authorized  # public routes answer more to a caller with the token
+        if not authorized and scope["path"] not in PUBLIC_PATHS:
             await send_error(
                 send,
                 401,

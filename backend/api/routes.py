@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from starlette.responses import Response
 
+from backend.api.exposure import health_answer
 from backend.api.fastpath import acquire_answer
 from backend.api.prometheus import CONTENT_TYPE, metrics_registry, render_metrics
 from backend.api.schemas import (
@@ -95,9 +96,10 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
     registry = metrics_registry(backend)
 
     @router.get("/health", response_model=HealthOut, tags=["health"], summary="Pool health")
-    async def health() -> Response:
-        """The pool's state; needs no token. 200 for ``healthy`` and ``degraded`` alike."""
-        return _json(ops.health())
+    async def health(request: Request) -> Response:
+        """The pool's state; needs no token, but without it only counts and status (no
+        session ids). 200 for ``healthy`` and ``degraded`` alike."""
+        return _json(health_answer(ops.health(), request.scope))
 
     @router.post(
         "/sessions",

@@ -31,9 +31,16 @@ __all__ = [
     "TunnelOut",
 ]
 
-# Printable text with at least one non-space character; control characters (C0, DEL,
-# C1) would corrupt logs and screens. The pool checks the same; this puts it in the schema.
-USER_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# Printable text with at least one non-space character, not starting with "-" (it would
+# read as an option on a command line); control characters (C0, DEL, C1) and
+# bidirectional controls would corrupt or disguise logs and screens. The pool checks the
+# same (``validate_user``); this puts it in the schema. No lookahead: pydantic's regex
+# engine has none.
+_USER_BAD = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+USER_PATTERN = (
+    rf"^(?:[^\s\-{_USER_BAD}][^{_USER_BAD}]*"
+    rf"|[^\S{_USER_BAD}][^{_USER_BAD}]*[^\s{_USER_BAD}][^{_USER_BAD}]*)$"
+)
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 UserName = Annotated[
@@ -143,8 +150,14 @@ class HealthOut(BaseModel):
     runtime: str
     runtime_ok: bool
     runtime_workloads: int | None
-    orphans: list[str]
-    ghosts: list[str]
+    orphans: list[str] | None = Field(
+        default=None, description="Orphaned workloads' session ids; only with the token."
+    )
+    ghosts: list[str] | None = Field(
+        default=None, description="Ghost sessions' ids; only with the token."
+    )
+    orphan_count: int
+    ghost_count: int
     store_ok: bool
     degraded_reasons: list[str]
     uptime_s: float

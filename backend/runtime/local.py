@@ -25,8 +25,9 @@ Why it is built the way it is:
 - When a session ends its directory is removed: ``workload.json`` must not survive, or
   recovery would see a workload that is not there; the log lines the TUI shows live on
   in ``SessionLogs``; a Chromium profile is kept for the session's life, not longer.
-- Placeholders in the command are replaced item by item, never through a shell; a
-  template that runs ``sh -c`` with ``{user}`` in it must quote for itself.
+- Placeholders in the command are replaced item by item, never through a shell. The raw
+  ``{user}`` is refused in a command by the config (a user such as ``/`` or ``--flag``
+  would become a path or an option); ``{user_slug}`` is the sanitised form.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 
 from backend.errors import StartError
 from backend.logs import SessionLogs
-from backend.models import WorkloadHandle
+from backend.models import WorkloadHandle, user_slug
 from backend.runtime.base import (
     CleanupReport,
     OwnedWorkload,
@@ -120,14 +121,16 @@ class LocalRuntime:
         on_phase("launching")
         rundir = self._sessions_dir / spec.session_id
         workdir = Path(spec.workdir)
-        rundir.mkdir(parents=True, exist_ok=True)
-        workdir.mkdir(parents=True, exist_ok=True)
+        self._sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rundir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         port = self._pick_port()
         values = {
             "port": str(port),
             "workdir": str(workdir),
             "session_id": spec.session_id,
             "user": spec.user,
+            "user_slug": user_slug(spec.user),
             "login_delay": f"{template.login_delay:g}",
         }
         argv = [_fill(item, values) for item in template.command]
