@@ -16,6 +16,7 @@ from backend.config import Settings
 from backend.events import EventKind
 from backend.models import SessionState
 from backend.runtime.memory import MemoryRuntime
+from backend.runtime.procs import read_proc
 from backend.service import Backend
 from tests.backend.test_local_pool import local_backend, local_settings  # noqa: F401
 
@@ -96,6 +97,7 @@ async def test_a_hung_workload_is_never_handed_out_as_ready(local_backend: Backe
     assert not (await pool.acquire("hung")).is_new_session
     os.kill(pid, signal.SIGSTOP)
     try:
+        await _until_stopped(pid)
         pool.clock = lambda: now + pool.settings.pool.liveness_interval + 1
         with local_backend.bus.subscribe(kinds={EventKind.LIVENESS_FAILED}) as failed:
             again = await asyncio.wait_for(pool.acquire("hung"), 30)
@@ -110,6 +112,13 @@ async def test_a_hung_workload_is_never_handed_out_as_ready(local_backend: Backe
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+async def _until_stopped(pid: int) -> None:
+    """SIGSTOP takes effect when the process next runs; on a busy machine that is later."""
+    async with asyncio.timeout(10):
+        while (info := read_proc(pid)) is None or info.state not in ("T", "t"):
+            await asyncio.sleep(0.01)
 
 
 async def test_a_recycle_without_its_credentials_says_so(settings: Settings) -> None:
