@@ -3,6 +3,11 @@
 Publishing never waits: each subscriber has a bounded queue, and a subscriber that falls
 behind loses its oldest events and is told how many (``Subscription.dropped``). A slow
 TUI or a stalled SSE client therefore never slows the pool down.
+
+Events are numbered (``seq``) within one run of the bus, and the run has a random
+``boot`` name, so ``"<boot>-<seq>"`` names one event across restarts: a client that lost
+its link resumes after the last id it saw (``EventBus.since``), from a replay buffer that
+keeps every kind.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -141,10 +147,13 @@ class Subscription:
 class EventBus:
     """Fan-out of events to subscribers, plus a short history for late joiners."""
 
-    def __init__(self, history: int = 500) -> None:
+    def __init__(self, history: int = 500, replay: int = 10_000) -> None:
         self._subscribers: list[Subscription] = []
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
+        self._replay: collections.deque[Event] = collections.deque(maxlen=replay)
         self._seq = itertools.count(1)
+        self.boot = secrets.token_hex(4)
+        """Names this run of the bus: event ids are ``<boot>-<seq>``."""
         self.published = 0
 
     def publish(
@@ -159,6 +168,7 @@ class EventBus:
         """Build an event and hand it to every subscriber; never blocks."""
         event = Event(kind, message, session_id, user, data, time.time(), next(self._seq))
         self.published += 1
+        self._replay.append(event)
         if kind not in _NOT_IN_HISTORY:
             self._history.append(event)
         for subscriber in list(self._subscribers):
@@ -177,6 +187,23 @@ class EventBus:
         """The last ``limit`` events (not log lines, not reuses), oldest first."""
         events = [e for e in self._history if session_id is None or e.session_id == session_id]
         return events[-limit:]
+
+    def event_id(self, event: Event) -> str:
+        return f"{self.boot}-{event.seq}"
+
+    def since(self, after: str) -> tuple[list[Event], int | None]:
+        """The buffered events after the event id ``after``, and how many are gone.
+
+        Gone means published after ``after`` but no longer buffered: a count when ``after``
+        is from this run, None (unknown) when it is from an earlier run of the daemon.
+        """
+        boot, _, number = after.rpartition("-")
+        seq = int(number) if boot == self.boot else 0
+        events = [e for e in self._replay if e.seq > seq]
+        if boot != self.boot:
+            return events, None
+        first = events[0].seq if events else (self._replay[-1].seq + 1 if self._replay else 1)
+        return events, max(0, first - seq - 1)
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         if subscription in self._subscribers:

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
 from backend.api.exposure import health_answer
@@ -29,7 +29,7 @@ from backend.api.schemas import (
     SessionOut,
     TemplateOut,
 )
-from backend.api.sse import SseHub
+from backend.api.sse import SseHub, parse_event_id
 from backend.errors import InvalidRequest
 from backend.events import EventKind
 from backend.operations import Operations
@@ -186,8 +186,9 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
         response_class=Response,
         responses={
             200: {
-                "description": "One `data: {json}` block per event (see EventOut); comment "
-                "lines as heartbeats. Use `curl -N`.",
+                "description": "One `id: <boot>-<seq>` + `data: {json}` block per event "
+                "(see EventOut); comment lines as heartbeats; a named `event: dropped` block "
+                "when events were lost. Use `curl -N`.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
             **_errors(401, 422),
@@ -203,8 +204,25 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
                 "`?kinds=ready&kinds=failed`); default: all, log lines included.",
             ),
         ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                max_length=40,
+                description="Resume after this event id (what the stream's `id:` lines "
+                "carry): buffered events after it are sent first.",
+            ),
+        ] = None,
+        last_event_id: Annotated[
+            str | None,
+            Header(
+                alias="Last-Event-ID",
+                max_length=40,
+                description="The same as `after`, as browsers' EventSource send it.",
+            ),
+        ] = None,
     ) -> Response:
-        return hub.response(frozenset(kinds) if kinds else None)
+        resume = parse_event_id(after, "after") or parse_event_id(last_event_id, "Last-Event-ID")
+        return hub.response(frozenset(kinds) if kinds else None, resume)
 
     @router.get(
         "/events/recent",

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from backend.api.server import ApiServer
+from backend.events import EventBus, EventKind
 from backend.service import Backend
 from tests.backend.api.conftest import AUTH, eventually
 
@@ -52,12 +53,109 @@ async def test_events_stream_one_json_per_event(served: ApiServer, memory_backen
             kinds = []
             while "ready" not in kinds:
                 event = await _next_data(lines)
-                assert set(event) == {"seq", "ts", "kind", "session_id", "user", "message", "data"}
+                assert set(event) == {
+                    *("id", "seq", "ts", "kind", "session_id", "user", "message", "data")
+                }
                 kinds.append(event["kind"])
             assert kinds[0] == "created"
             # nothing happens: heartbeats keep the connection visibly alive
             while await asyncio.wait_for(lines.get(), 5) != ": heartbeat":
                 pass
+
+
+async def _blocks(queue: asyncio.Queue[str]) -> AsyncIterator[dict[str, str]]:
+    """SSE blocks as field dicts (``id``, ``event``, ``data``); comments skipped."""
+    block: dict[str, str] = {}
+    while True:
+        line = await asyncio.wait_for(queue.get(), 5)
+        if not line:
+            if block:
+                yield block
+            block = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            block[name] = value
+
+
+async def test_a_reconnecting_client_gets_what_it_missed_once(
+    served: ApiServer, memory_backend: Backend
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        async with _lines(client) as lines:
+            await client.post("/sessions", json={"user": "alice"})
+            async for block in _blocks(lines):
+                event = json.loads(block["data"])
+                assert block["id"] == event["id"] == f"{memory_backend.bus.boot}-{event['seq']}"
+                if event["kind"] == "ready":
+                    last_seen = block["id"]
+                    break
+        # while nobody listens: bob's session starts and becomes ready
+        await client.post("/sessions", json={"user": "bob"})
+        missed = [e.seq for e in memory_backend.bus.since(last_seen)[0]]
+        assert missed, "bob's start published events"
+        for resume in ({"headers": {"Last-Event-ID": last_seen}}, {"params": {"after": last_seen}}):
+            async with client.stream("GET", "/events", **resume) as response:  # type: ignore[arg-type]
+                assert response.status_code == 200
+                queue: asyncio.Queue[str] = asyncio.Queue()
+                pump = asyncio.get_running_loop().create_task(_pump(response, queue))
+                try:
+                    seqs = []
+                    async for block in _blocks(queue):
+                        assert "event" not in block, "nothing was lost"
+                        seqs.append(json.loads(block["data"])["seq"])
+                        if len(seqs) == len(missed):
+                            break
+                    assert seqs == missed, "each missed event once, in order"
+                finally:
+                    pump.cancel()
+                    await asyncio.gather(pump, return_exceptions=True)
+
+
+async def _pump(response: httpx.Response, queue: asyncio.Queue[str]) -> None:
+    async for line in response.aiter_lines():
+        await queue.put(line)
+
+
+async def test_an_id_from_an_earlier_run_says_what_is_unknown(
+    served: ApiServer, memory_backend: Backend
+) -> None:
+    await memory_backend.pool.acquire("carol")
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        headers = {"Last-Event-ID": "00000000-41"}
+        async with client.stream("GET", "/events", headers=headers) as response:
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            pump = asyncio.get_running_loop().create_task(_pump(response, queue))
+            try:
+                blocks = _blocks(queue)
+                first = await anext(blocks)
+                assert first["event"] == "dropped"
+                assert json.loads(first["data"])["dropped"] is None
+                assert "restarted" in json.loads(first["data"])["message"]
+                replayed = json.loads((await anext(blocks))["data"])
+                assert replayed["user"] == "carol", "this run's events follow"
+            finally:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+
+
+def test_events_no_longer_buffered_are_counted() -> None:
+    bus = EventBus(replay=3)
+    first = bus.publish(EventKind.LOG, "one")
+    for n in range(5):
+        bus.publish(EventKind.LOG, f"more {n}")
+    events, lost = bus.since(bus.event_id(first))
+    assert [e.message for e in events] == ["more 2", "more 3", "more 4"]
+    assert lost == 2
+    assert bus.since(bus.event_id(events[-1])) == ([], 0)
+
+
+async def test_a_malformed_resume_id_is_refused_by_name(served: ApiServer) -> None:
+    async with httpx.AsyncClient(base_url=served.url, headers=AUTH) as client:
+        response = await client.get("/events", headers={"Last-Event-ID": "$(id)"})
+        assert response.status_code == 422
+        assert response.json()["error"]["field"] == "Last-Event-ID"
+        response = await client.get("/events", params={"after": "12"})
+        assert response.status_code == 422 and response.json()["error"]["field"] == "after"
 
 
 async def test_events_filtered_by_kind(served: ApiServer) -> None:
