@@ -54,6 +54,17 @@ class Operations:
         )
         return (200 if wait or ready else 202), result.to_dict()
 
+    def reuse_at_once(
+        self,
+        user: str,
+        template: str | None = None,
+        *,
+        credentials: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]] | None:
+        """``acquire``'s answer when it is a warm reuse that needs no wait, else None."""
+        result = self.pool.reuse_at_once(user, template, credentials=credentials)
+        return None if result is None else (200, result.to_dict())
+
     def delete_session(self, session_id: str) -> dict[str, Any]:
         """Begin ending the session; the document shows it ``terminating``."""
         return self.pool.delete(session_id).to_dict()

@@ -260,6 +260,30 @@ class SessionPool(UpkeepVerbs):
         flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait)
         return await self._join(flight, wait, started)
 
+    def reuse_at_once(
+        self,
+        user: str,
+        template: str | None = None,
+        *,
+        credentials: dict[str, str] | None = None,
+    ) -> AcquireResult | None:
+        """The warm reuse ``acquire`` would answer without waiting: the user's ready
+        session with a fresh liveness check. None when answering takes a wait (a probe,
+        a start, a queue) or an error; ``acquire`` then gives the answer."""
+        started = time.perf_counter()
+        if self.state is not PoolState.RUNNING or credentials:
+            return None
+        tpl = self.settings.templates.get(template or self.settings.default_template)
+        record = self._primary.get((user, tpl.name)) if tpl is not None else None
+        if (
+            record is None
+            or record.flight is not None
+            or record.session.state not in REUSABLE
+            or self.clock() - record.checked_at > self.settings.pool.liveness_interval
+        ):
+            return None
+        return self._reuse(record, started)
+
     def _reuse(self, record: SessionRecord, started: float) -> AcquireResult:
         session = record.session
         session.last_used_at = self.clock()
@@ -292,7 +316,6 @@ class SessionPool(UpkeepVerbs):
             return AcquireResult(
                 flight.record.session, True, (time.perf_counter() - started) * 1000
             )
-        flight.announced = True
         flight.callers += 1
         try:
             session = await asyncio.shield(flight.future)
@@ -467,8 +490,10 @@ class SessionPool(UpkeepVerbs):
         session.phase = "ready"
         session.refresh_failures = 0
         record.checked_at = now
-        record.announced = flight.announced
-        if how == "fresh" and flight.announced:
+        # A caller that gave up before the answer was handed nothing: to the next one
+        # this workload is still new.
+        record.announced = flight.announced or flight.callers > 0
+        if how == "fresh" and record.announced:
             session.last_used_at = now  # handed to its callers now
         self.capacity.lru_add(session)
         elapsed = time.monotonic() - started

@@ -35,8 +35,8 @@ class Flight:
     record: SessionRecord | None = None
     task: asyncio.Task[None] | None = None
     announced: bool = False
-    """Whether a caller has been handed this start's session (waiting for it, or told
-    it is starting): then the workload is not new to the next reuse."""
+    """Whether a caller was told this start's session exists (``wait: false``); with
+    callers still waiting when it is ready, the workload is not new to the next reuse."""
     callers: int = 0
     """Acquires awaiting the future now; when the last gives up before the session
     exists, the start is withdrawn from the queue (a cancelled waiter holds no slot)."""

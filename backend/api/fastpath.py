@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
+from backend.api.disconnect import ClientGone, unless_client_leaves
 from backend.api.guard import INTERNAL_MESSAGE, send_error
 from backend.api.handlers import podwarden_error_response
 from backend.api.schemas import AcquireRequest
@@ -34,14 +35,24 @@ log = logging.getLogger("podwarden.api")
 _JSON = b"application/json"
 
 
-async def acquire_answer(ops: Operations, request: AcquireRequest) -> tuple[int, dict[str, Any]]:
-    """(status, document) of ``POST /sessions``; raises what the pool raises."""
-    return await ops.acquire(
-        request.user,
-        request.template,
-        reuse=request.reuse,
-        wait=request.wait,
-        credentials=request.credentials,
+async def acquire_answer(
+    ops: Operations, request: AcquireRequest, receive: Receive
+) -> tuple[int, dict[str, Any]]:
+    """(status, document) of ``POST /sessions``; raises what the pool raises, and
+    ``ClientGone`` when the client leaves while the answer waits."""
+    if request.reuse:
+        answer = ops.reuse_at_once(request.user, request.template, credentials=request.credentials)
+        if answer is not None:
+            return answer
+    return await unless_client_leaves(
+        receive,
+        ops.acquire(
+            request.user,
+            request.template,
+            reuse=request.reuse,
+            wait=request.wait,
+            credentials=request.credentials,
+        ),
     )
 
 
@@ -99,7 +110,9 @@ class AcquireShortcut:
         except ValidationError:
             return _replay(body, receive)  # the app words the error
         try:
-            status, document = await acquire_answer(self.ops, request)
+            status, document = await acquire_answer(self.ops, request, receive)
+        except ClientGone:
+            return None  # nobody to answer
         except PodwardenError as e:
             await podwarden_error_response(e, "POST /sessions")(scope, receive, send)
             return None

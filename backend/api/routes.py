@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from starlette.responses import Response
 
+from backend.api.disconnect import ClientGone
 from backend.api.exposure import health_answer
 from backend.api.fastpath import acquire_answer
 from backend.api.prometheus import CONTENT_TYPE, metrics_registry, render_metrics
@@ -111,13 +112,16 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
             **_errors(400, 401, 413, 422, 429, 502, 503),
         },
     )
-    async def acquire(body: AcquireRequest) -> Response:
+    async def acquire(body: AcquireRequest, request: Request) -> Response:
         """The user's ready session for the template: reused when there is one
         (``is_new_session`` false), else started. With ``wait`` (the default) this answers
         200 once the session is ready; with ``wait`` false it answers 202 at once (200 when
         a ready session was reused). (Well-formed requests are answered by
         ``fastpath.AcquireShortcut`` before routing; this handles the rest.)"""
-        status, document = await acquire_answer(ops, body)
+        try:
+            status, document = await acquire_answer(ops, body, request.receive)
+        except ClientGone:
+            return Response(status_code=499)  # never sent: the connection is gone
         return _json(document, status)
 
     @router.get(

@@ -13,7 +13,10 @@ out before, and no waiter left waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +29,11 @@ from backend.config import Settings
 from backend.errors import QuotaExceeded
 from backend.models import SessionState
 from backend.runtime.memory import MemoryRuntime
+from backend.runtime.procs import read_proc
 from backend.service import Backend
+from backend.templates import builtin_templates
 from tests.backend.conftest import free_port_range
+from tests.backend.test_local_pool import workload_pids
 
 USERS = ("ana", "bo", "cy", "di")
 TEMPLATES = ("demo", "alt")
@@ -243,3 +249,92 @@ PoolMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_the_pool_keeps_its_promises = PoolMachine.TestCase
+
+
+class LocalPoolMachine(PoolMachine):
+    """The same machine on the local runtime: real processes, killed and stopped for real.
+
+    A restart happens only while no workload is stopped: a stopped process is alive to
+    recovery, which then waits for its readiness (up to the ready timeout), a path the
+    field case tests cover on their own.
+    """
+
+    def _start(self) -> Backend:
+        if not hasattr(self, "local_ready"):
+            self.local_ready = True
+            demo = builtin_templates()["demo"]
+            demo.login_delay = 0.0
+            alt = dataclasses.replace(demo, name="alt")
+            self.settings.templates = {"demo": demo, "alt": alt}
+            self.settings.pool.stop_grace = 1.0
+        backend = Backend(self.settings)
+        backend.pool.clock = lambda: self.now
+        self._run(backend.start())
+        backend.refresher._retry_delay = 0.0
+        return backend
+
+    def _pid(self, sid: str) -> int:
+        handle = self.backend.pool.get(sid).handle
+        assert handle is not None
+        return int(handle.ref)
+
+    @precondition(lambda self: self.model)
+    @rule(pick=st.integers(0, 100))
+    def workload_dies(self, pick: int) -> None:
+        sid = sorted(self.model)[pick % len(self.model)]
+        if self.model[sid].dead:
+            return
+        pid = self._pid(sid)
+        os.kill(pid, signal.SIGKILL)
+
+        async def recycled() -> None:  # the runtime notices the exit and the pool recycles
+            async with asyncio.timeout(15):
+                while True:
+                    session = self.backend.pool.get(sid)
+                    handle = session.handle
+                    if session.state is SessionState.READY and handle and int(handle.ref) != pid:
+                        return
+                    await asyncio.sleep(0.01)
+
+        self._run(recycled())
+        self._settle()
+        self._recycle_in_model(sid)
+
+    @precondition(lambda self: self.model)
+    @rule(pick=st.integers(0, 100))
+    def workload_hangs(self, pick: int) -> None:
+        sid = sorted(self.model)[pick % len(self.model)]
+        if self.model[sid].dead:
+            return
+        pid = self._pid(sid)
+        os.kill(pid, signal.SIGSTOP)
+
+        async def stopped() -> None:  # SIGSTOP lands when the process next runs
+            async with asyncio.timeout(10):
+                while (info := read_proc(pid)) is None or info.state not in ("T", "t"):
+                    await asyncio.sleep(0.01)
+
+        self._run(stopped())
+        self.model[sid].dead = True
+
+    @precondition(lambda self: not any(m.dead for m in self.model.values()))
+    @rule()
+    def restart(self) -> None:
+        super().restart()
+
+    def teardown(self) -> None:
+        for session in self.backend.pool.list():
+            if session.handle is not None and session.state.is_live:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(session.handle.ref), signal.SIGCONT)
+        super().teardown()
+        assert workload_pids(self.settings.state_dir) == set(), "a workload outlived its pool"
+
+
+LocalPoolMachine.TestCase.settings = settings(
+    max_examples=10,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_the_pool_keeps_its_promises_with_real_processes = LocalPoolMachine.TestCase

@@ -219,9 +219,9 @@ async def test_shortcut_and_routed_acquire_answer_alike(
     routed_calls = []
     original = fastpath.acquire_answer
 
-    async def spy(pool: object, request: object) -> object:
+    async def spy(pool: object, request: object, receive: object) -> object:
         routed_calls.append(request)
-        return await original(pool, request)  # type: ignore[arg-type]
+        return await original(pool, request, receive)  # type: ignore[arg-type]
 
     monkeypatch.setattr(routes_module, "acquire_answer", spy)
     body = json.dumps({"user": "u"}).encode()
