@@ -93,6 +93,12 @@ class ApiSettings:
     """Address to bind; anything but loopback prints a warning."""
     port: int = 5010
     """Port to bind; 0 picks a free one."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (after connecting or
+    after its last response) before it is closed."""
+    max_connections: int = 1000
+    """Open API connections at most (and always fewer than the open-file limit allows);
+    at the cap the longest-idle connection makes room, or the new one is refused."""
 
 
 @dataclass

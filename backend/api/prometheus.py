@@ -11,6 +11,7 @@ descriptors, start time): the figures an operator alerts on. Counter names end i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -23,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from backend.models import SessionState
+from backend.security_metrics import REFUSALS
 from backend.service import Backend
 
 __all__ = ["CONTENT_TYPE", "PoolCollector", "metrics_registry", "render_metrics"]
@@ -134,6 +136,14 @@ class PoolCollector(Collector):
         yield _gauge(
             "podwarden_uptime_seconds", "Seconds since the backend started.", health.uptime_s
         )
+        refused = CounterMetricFamily(
+            "podwarden_refused_connections",
+            "Connections closed by a guard (API header timeout, API cap, tunnel peer check).",
+            labels=["reason"],
+        )
+        for reason, count in asdict(REFUSALS).items():
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def metrics_registry(backend: Backend) -> CollectorRegistry:

@@ -17,10 +17,12 @@ import importlib.util
 import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from backend.api.app import make_api
+from backend.api.connections import connection_cap, guarded_protocol, raise_file_limit
 from backend.api.listen import bind_socket, is_loopback
 from backend.api.sse import SseHub
 from backend.service import Backend
@@ -94,6 +96,13 @@ def _http_impl() -> str:
     return "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 
+def guarded_http(impl: str, header_timeout: float, max_connections: int) -> type[Any]:
+    """uvicorn's ``impl`` protocol class with the header timeout and connection cap."""
+    base = uvicorn.config.import_from_string(uvicorn.config.HTTP_PROTOCOLS[impl])
+    cap = connection_cap(max_connections, raise_file_limit())
+    return guarded_protocol(base, header_timeout, cap)
+
+
 async def serve_api(
     backend: Backend,
     host: str = "127.0.0.1",
@@ -108,9 +117,10 @@ async def serve_api(
     app = make_api(backend, token, heartbeat=heartbeat)
     if sock is None:
         sock = bind_socket(host, port)
+    api = backend.settings.api
     config = uvicorn.Config(
         app,
-        http=_http_impl(),
+        http=guarded_http(_http_impl(), api.header_timeout, api.max_connections),
         lifespan="off",
         access_log=False,
         log_config=None,

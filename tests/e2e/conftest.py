@@ -62,10 +62,17 @@ def port_listening(port: int) -> bool:
 class Serve:
     """One ``podwarden serve`` process."""
 
-    def __init__(self, state_dir: Path, config: Path, extra: list[str]) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        config: Path,
+        extra: list[str],
+        preexec: Callable[[], object] | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.config = config
         self.extra = extra
+        self.preexec = preexec
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self.url = ""
@@ -89,6 +96,7 @@ class Serve:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=self.preexec,
         )
         assert self.proc.stderr is not None
         try:

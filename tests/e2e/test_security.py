@@ -13,8 +13,10 @@ import json
 import os
 import resource
 import signal
+import socket
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -302,3 +304,110 @@ async def test_health_names_sessions_only_to_token_holders_and_files_are_private
 async def _sessions(server: Serve) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=server.url) as http:
         return list((await http.get("/sessions", headers=_auth(server))).json())
+
+
+def _limit_files(count: int) -> Callable[[], None]:
+    def limit() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return limit
+
+
+def _idle_connections(url: str, count: int) -> list[socket.socket]:
+    """``count`` TCP connections to ``url`` that never send a byte."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
+
+
+async def test_idle_connections_do_not_starve_the_api(tmp_path: Path, state_dir: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2400:
+        pytest.skip("this test needs 2,400 open files of its own")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2400), hard))
+    config = write_config(tmp_path / "podwarden.toml")
+    server = await Serve(state_dir, config, [], preexec=_limit_files(1024)).start()
+    idle: list[socket.socket] = []
+    try:
+        idle = await asyncio.to_thread(_idle_connections, server.url, 1100)
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            for path, headers in (("/health", {}), ("/sessions", _auth(server))):
+                started = time.perf_counter()
+                response = await http.get(path, headers=headers)
+                took = time.perf_counter() - started
+                assert response.status_code == 200 and took < 1.0, (path, took)
+    finally:
+        for conn in idle:
+            conn.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await server.stop()
+    assert "Traceback" not in server.log
+
+
+async def test_a_connection_that_sends_no_headers_is_closed_after_the_header_timeout(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(tmp_path / "podwarden.toml")
+    with config.open("a") as f:
+        f.write("[api]\nheader_timeout = 0.5\n")
+    server = await Serve(state_dir, config, []).start()
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+        started = time.perf_counter()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without an answer
+        assert time.perf_counter() - started >= 0.4
+        writer.close()
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            metrics = (await http.get("/metrics", headers=_auth(server))).text
+        assert 'podwarden_refused_connections_total{reason="api_header_timeouts"} 1.0' in metrics
+    finally:
+        await server.stop()
+
+
+async def test_the_open_file_limit_is_raised_to_the_hard_limit(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("needs a hard open-file limit of 2,048 or more")
+    target = 2048 if hard == resource.RLIM_INFINITY else hard
+
+    def low_soft_limit() -> None:  # in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, target))
+
+    config = write_config(tmp_path / "podwarden.toml")
+    server = await Serve(state_dir, config, [], preexec=low_soft_limit).start()
+    try:
+        assert server.proc is not None
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3:5] == [str(target), str(target)], line
+    finally:
+        await server.stop()
+
+
+async def test_at_the_cap_with_every_connection_busy_new_ones_are_refused_at_once(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(tmp_path / "podwarden.toml")
+    with config.open("a") as f:
+        f.write("[api]\nmax_connections = 3\n")
+    server = await Serve(state_dir, config, []).start()
+    streams = [await Events(server).open() for _ in range(3)]  # busy: responses never end
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:  # refused by an abort: a reset, or end of stream if it came first
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b"", "refused without parsing or answering"
+        writer.close()
+    finally:
+        for stream in streams:
+            await stream.close()
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        assert (await http.get("/health")).status_code == 200  # room again once they close
+    await server.stop()
