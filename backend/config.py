@@ -21,6 +21,7 @@ from typing import Any
 
 from backend.credentials import refused_reason
 from backend.errors import ConfigError
+from backend.peers import resolve_users
 from backend.templates import Template, builtin_templates
 
 __all__ = [
@@ -111,6 +112,9 @@ class TunnelSettings:
     """Lowest local port handed to a session."""
     port_max: int = 43999
     """Highest local port handed to a session."""
+    allow_users: list[str] = field(default_factory=list)
+    """Local users (names or uids) whose processes may connect to a tunnel, besides the
+    daemon's own user and root; ``["*"]``: anyone who can reach the address."""
 
 
 @dataclass
@@ -209,6 +213,12 @@ class Settings:
                 "tunnels.port_min",
                 f"port range {t.port_min}-{t.port_max} must satisfy 1 <= min <= max <= 65535",
             )
+        for i, name in enumerate(t.allow_users):
+            try:
+                resolve_users([name])
+            except KeyError:
+                key = f"tunnels.allow_users[{i}]"
+                raise ConfigError(key, f"{name!r} is no user of this host") from None
         for name, template in self.templates.items():
             if not 1 <= template.port <= 65535:
                 raise ConfigError(f"templates.{name}.port", "must be a port number 1-65535")

@@ -21,13 +21,14 @@ from backend.health import HealthSnapshot
 from backend.liveness import LivenessChecker
 from backend.logs import SessionLogs
 from backend.models import SessionState
+from backend.peers import PeerPolicy, resolve_users
 from backend.pool import SessionPool
 from backend.recovery import RecoveryReport, recover
 from backend.refresher import Refresher
 from backend.runtime.base import OwnedWorkload, Runtime
 from backend.state_lock import StateLock, hold_state_dir
 from backend.store import Store
-from backend.tunnels import PortAllocator
+from backend.tunnels import Admission, PortAllocator
 
 __all__ = ["Backend", "make_runtime"]
 
@@ -40,7 +41,9 @@ def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtim
         from backend.runtime.kubernetes import KubernetesRuntime
 
         kube = settings.runtime.kubernetes
-        return KubernetesRuntime(kube, logs, bus, propagation=kube.delete_propagation)
+        return KubernetesRuntime(
+            kube, logs, bus, propagation=kube.delete_propagation, admit=tunnel_admission(settings)
+        )
     from backend.runtime.local import LocalRuntime
 
     tunnels = settings.tunnels
@@ -49,7 +52,13 @@ def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtim
         logs,
         host="127.0.0.1",
         avoid_ports=range(tunnels.port_min, tunnels.port_max + 1),
+        admit=tunnel_admission(settings),
     )
+
+
+def tunnel_admission(settings: Settings) -> Admission:
+    """Who may connect to the tunnels: ``[tunnels] allow_users``, the daemon's user, root."""
+    return PeerPolicy(resolve_users(settings.tunnels.allow_users)).admits
 
 
 class Backend:

@@ -33,8 +33,10 @@ from typing import cast
 
 from backend.models import TunnelInfo
 from backend.ports import PortAllocator, open_in_range, wait_port_free
+from backend.security_metrics import REFUSALS
 
 __all__ = [
+    "Admission",
     "Connector",
     "PortAllocator",
     "RelayStats",
@@ -45,6 +47,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Admission = Callable[[asyncio.BaseTransport], bool]
+"""Whether an accepted connection may pass (``PeerPolicy.admits``)."""
 
 Connector = Callable[[asyncio.Protocol], Awaitable[asyncio.Transport]]
 """Opens the upstream side of one relayed connection.
@@ -386,9 +391,12 @@ class TcpRelay:
     target is then only what ``info`` shows).
     """
 
-    def __init__(self, info: TunnelInfo, connector: Connector) -> None:
+    def __init__(
+        self, info: TunnelInfo, connector: Connector, admit: Admission | None = None
+    ) -> None:
         self._info = info
         self._connector = connector
+        self._admit = admit
         self._server: asyncio.AbstractServer | None = None
         self._links: set[_Link] = set()
         self._idle = asyncio.Event()
@@ -396,6 +404,7 @@ class TcpRelay:
         self._closed = False
         self._total = 0
         self._failed = 0
+        self._refused = 0
         self._bytes_up = 0
         self._bytes_down = 0
         self._upstream_side: type[_UpstreamSide] = _UpstreamSide
@@ -410,15 +419,18 @@ class TcpRelay:
         *,
         connector: Connector | None = None,
         connect_timeout: float = 10.0,
+        admit: Admission | None = None,
     ) -> TcpRelay:
         """Listen on ``host:port`` (``port`` 0: any free port) and start relaying.
 
-        Raises ``OSError`` (``EADDRINUSE``) when the port is taken.
+        ``admit`` decides for each accepted connection whether it may pass (the peer's
+        user, see ``backend.peers``); one it refuses is aborted before anything is
+        relayed. Raises ``OSError`` (``EADDRINUSE``) when the port is taken.
         """
         loop = asyncio.get_running_loop()
         if connector is None:
             connector = tcp_connector(target_host, target_port, connect_timeout)
-        relay = cls(TunnelInfo(host, port, target_host, target_port), connector)
+        relay = cls(TunnelInfo(host, port, target_host, target_port), connector, admit)
         client_side: type[_ClientSide] = _ClientSide
         if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
             client_side, relay._upstream_side = _BufferedClientSide, _BufferedUpstreamSide
@@ -475,8 +487,18 @@ class TcpRelay:
     # -- called by the links
 
     def _link_started(self, link: _Link) -> None:
+        assert link.client is not None
         if self._closed:
-            assert link.client is not None
+            link.client.abort()
+            return
+        if self._admit is not None and not self._admit(link.client):
+            REFUSALS.tunnel_refused += 1
+            self._refused += 1
+            log.warning(
+                "tunnel %s: refused a connection from %s (not an allowed local user)",
+                self._info.address,
+                link.client.get_extra_info("peername"),
+            )
             link.client.abort()
             return
         self._links.add(link)

@@ -58,7 +58,7 @@ from backend.runtime.checks import check, http_get_status
 from backend.runtime.local_workload import LogTail, Workload, read_log_tail
 from backend.runtime.procs import find_marked, group_running, read_proc, signal_group
 from backend.templates import Template
-from backend.tunnels import TcpRelay
+from backend.tunnels import Admission, TcpRelay
 
 __all__ = ["LocalRuntime"]
 
@@ -83,9 +83,12 @@ class LocalRuntime:
         *,
         host: str = "127.0.0.1",
         avoid_ports: range | None = None,
+        admit: Admission | None = None,
     ) -> None:
         """``avoid_ports``: never give a workload a port of this range (the tunnel
-        range, so a workload cannot take the port a session's tunnel wants back)."""
+        range, so a workload cannot take the port a session's tunnel wants back).
+        ``admit``: which local connections a tunnel lets through (``backend.peers``)."""
+        self._admit = admit
         self._state_dir = Path(state_dir)
         self._sessions_dir = self._state_dir / "sessions"
         self._logs = logs
@@ -300,7 +303,7 @@ class LocalRuntime:
         return list(await asyncio.gather(*(self._report(w) for w in found.values())))
 
     async def open_tunnel(self, handle: WorkloadHandle, host: str, port: int) -> TcpRelay:
-        return await TcpRelay.open(host, port, handle.host, handle.port)
+        return await TcpRelay.open(host, port, handle.host, handle.port, admit=self._admit)
 
     def logs(self, session_id: str) -> list[str]:
         return self._logs.get(session_id)

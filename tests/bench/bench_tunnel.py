@@ -7,13 +7,17 @@ Every path is measured in the same run, rounds interleaved so drift hits all ali
 - ``direct``: the client talks to the target itself, the ceiling;
 - ``socat``: ``socat -b65536 TCP-LISTEN:...,fork TCP:target`` (its own process);
 - ``relay``: our ``TcpRelay`` on the default asyncio loop, in its own process;
-- ``relay-uvloop``: the same on uvloop (when installed).
+- ``relay-uvloop``: the same on uvloop (when installed);
+- ``relay-checked``: ``relay`` with the peer check every tunnel does by default (the
+  connecting process's user looked up with one sock_diag request, ``backend.peers``).
 
 Throughput: the client sends ``--mib`` MiB through the path to a sink that counts what
 arrives and answers with the count once the sender half-closes; the time runs from the
 first byte to that answer (so data buffered in the relay is not counted as delivered).
 Latency: ``--pings`` 1-byte round trips to an echo server; "added" is the path's median
-minus the direct median. The last line printed is one JSON object with every figure.
+minus the direct median. Connect: ``--connects`` fresh connections, each timed from
+``connect`` to the first echoed byte (what the peer check adds shows here). The last line
+printed is one JSON object with every figure.
 
 On a machine with other load, latency medians swing by tens of microseconds between
 runs; ``--pin CPU`` puts every process of the benchmark on one CPU, which removes
@@ -84,12 +88,15 @@ def role_target(sink_port: int, echo_port: int) -> None:
     sys.stdin.read()  # until the parent closes our stdin
 
 
-def role_relay(listen: int, target: int, loop_kind: str) -> None:
+def role_relay(listen: int, target: int, loop_kind: str, check: bool) -> None:
     sys.path.insert(0, str(ROOT))
+    from backend.peers import PeerPolicy
     from backend.tunnels import TcpRelay
 
+    admit = PeerPolicy(frozenset()).admits if check else None
+
     async def main() -> None:
-        relay = await TcpRelay.open("127.0.0.1", listen, "127.0.0.1", target)
+        relay = await TcpRelay.open("127.0.0.1", listen, "127.0.0.1", target, admit=admit)
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
@@ -197,6 +204,8 @@ def main() -> None:
     parser.add_argument("--sink", type=int, default=0)
     parser.add_argument("--echo", type=int, default=0)
     parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--check", action="store_true", help="relay: check each peer's user")
+    parser.add_argument("--connects", type=int, default=300, help="fresh connections per path")
     parser.add_argument("--mib", type=int, default=64, help="MiB per throughput transfer")
     parser.add_argument("--rounds", type=int, default=8, help="transfers per path")
     parser.add_argument("--pings", type=int, default=4000, help="round trips per path")
@@ -216,7 +225,7 @@ def main() -> None:
         role_target(args.sink, args.echo)
         return
     if args.role == "relay":
-        role_relay(args.listen, args.target, args.loop)
+        role_relay(args.listen, args.target, args.loop, args.check)
         return
     run_client(args)
 
@@ -264,6 +273,11 @@ def run_client(args: argparse.Namespace) -> None:
                     )
                 )
             paths["relay" if loop_kind == "asyncio" else f"relay-{loop_kind}"] = ports
+        ports = free_port(), free_port()
+        for listen, target in zip(ports, (sink, echo), strict=True):
+            argv = ["--role", "relay", "--listen", str(listen), "--target", str(target)]
+            procs.append(spawn(me + argv + ["--check"]))
+        paths["relay-checked"] = ports
 
         total = args.mib * 1024 * 1024
         mibs: dict[str, list[float]] = {name: [] for name in paths}
@@ -276,6 +290,10 @@ def run_client(args: argparse.Namespace) -> None:
         for _ in range(max(1, args.pings // block)):
             for name, pinger in pingers.items():
                 rtts[name].extend(pinger.ping(block))
+        connects: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(max(1, args.connects // 50)):
+            for name, (_, echo_port) in paths.items():
+                connects[name].extend(connect_times(echo_port, 50))
         for _ in range(args.rounds):
             for name, (sink_port, _) in paths.items():
                 mibs[name].append(throughput(sink_port, total, args.time_limit))
@@ -290,13 +308,28 @@ def run_client(args: argparse.Namespace) -> None:
         for proc in procs:
             proc.wait(10)
 
-    report(paths, mibs, rtts, args, elapsed)
+    report(paths, mibs, rtts, connects, args, elapsed)
+
+
+def connect_times(port: int, count: int) -> list[float]:
+    """Microseconds from ``connect`` to the first echoed byte, for ``count`` connections."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sendall(b"x")
+            if conn.recv(1) != b"x":
+                raise RuntimeError(f"no echo through port {port}")
+        times.append((time.perf_counter() - started) * 1e6)
+    return times
 
 
 def report(
     paths: dict[str, tuple[int, int]],
     mibs: dict[str, list[float]],
     rtts: dict[str, list[float]],
+    connects: dict[str, list[float]],
     args: argparse.Namespace,
     elapsed: float,
 ) -> None:
@@ -307,7 +340,10 @@ def report(
         f"tunnel benchmark: {args.rounds} rounds x {args.mib} MiB and {args.pings} pings, "
         f"{where}, {elapsed:.1f}s\n"
     )
-    print(f"{'path':<14}{'MiB/s':>10}{'rtt p50 us':>12}{'rtt p99 us':>12}{'added p50 us':>14}")
+    print(
+        f"{'path':<15}{'MiB/s':>8}{'rtt p50 us':>12}{'rtt p99 us':>12}{'added p50 us':>14}"
+        f"{'connect p50 us':>16}"
+    )
     for name in paths:
         p50 = statistics.median(rtts[name])
         row = {
@@ -315,13 +351,17 @@ def report(
             "rtt_p50_us": round(p50, 1),
             "rtt_p99_us": round(percentile(rtts[name], 0.99), 1),
             "added_p50_us": round(p50 - direct_p50, 1),
+            "connect_p50_us": round(statistics.median(connects[name]), 1),
         }
         figures[name] = row
         print(
-            f"{name:<14}{row['mib_s']:>10.0f}{row['rtt_p50_us']:>12.1f}"
-            f"{row['rtt_p99_us']:>12.1f}{row['added_p50_us']:>14.1f}"
+            f"{name:<15}{row['mib_s']:>8.0f}{row['rtt_p50_us']:>12.1f}"
+            f"{row['rtt_p99_us']:>12.1f}{row['added_p50_us']:>14.1f}{row['connect_p50_us']:>16.1f}"
         )
     result: dict[str, object] = {"bench": "tunnel", "pinned_cpu": args.pin, "paths": figures}
+    check_cost = figures["relay-checked"]["connect_p50_us"] - figures["relay"]["connect_p50_us"]
+    print(f"\npeer check: adds {check_cost:.1f} us to a connection's set-up (p50)")
+    result["peer_check_connect_added_us"] = round(check_cost, 1)
     if "socat" in figures:
         socat = figures["socat"]
         print()

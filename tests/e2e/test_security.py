@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import resource
 import signal
 import socket
@@ -411,3 +412,73 @@ async def test_at_the_cap_with_every_connection_busy_new_ones_are_refused_at_onc
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
         assert (await http.get("/health")).status_code == 200  # room again once they close
     await server.stop()
+
+
+_SYSTEM_PYTHON = "/usr/bin/python3"
+_PROBE = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+try:
+    s.sendall(b"GET /whoami HTTP/1.0\\r\\n\\r\\n")
+    print("answered" if s.recv(64).startswith(b"HTTP/") else "closed")
+except ConnectionResetError:
+    print("closed")
+"""
+
+
+async def _probe_tunnel_as(uid: int, port: int) -> str:
+    def become() -> None:  # in the child between fork and exec
+        os.setgid(uid)
+        os.setuid(uid)
+
+    proc = await asyncio.create_subprocess_exec(
+        _SYSTEM_PYTHON,  # another user cannot run the virtualenv's, under a private home
+        "-c",
+        _PROBE,
+        str(port),
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=become if uid != os.geteuid() else None,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    return out.decode().strip()
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default", "allow_users"])
+async def test_a_tunnel_admits_only_allowed_local_users(
+    tmp_path: Path, state_dir: Path, allowed: bool
+) -> None:
+    if os.geteuid() != 0 or not os.access(_SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("connecting as another local user needs root and /usr/bin/python3")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    config = write_config(tmp_path / "podwarden.toml", login_delay=0)
+    if allowed:
+        text = config.read_text().replace("[tunnels]\n", '[tunnels]\nallow_users = ["nobody"]\n')
+        config.write_text(text)
+    server = await Serve(state_dir, config, ["--stop-sessions-on-exit"]).start()
+    try:
+        async with server.client() as client:
+            port = (await client.acquire("alice"))["tunnel"]["port"]
+        assert await _probe_tunnel_as(os.geteuid(), port) == "answered"
+        assert await _probe_tunnel_as(nobody, port) == ("answered" if allowed else "closed")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            metrics = (await http.get("/metrics", headers=_auth(server))).text
+        refused = 0 if allowed else 1
+        line = f'podwarden_refused_connections_total{{reason="tunnel_refused"}} {refused}.0'
+        assert line in metrics
+    finally:
+        await server.stop()
+    if not allowed:
+        assert "refused a connection" in server.log
+
+
+async def test_an_unknown_user_in_allow_users_stops_start_up(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "podwarden.toml")
+    text = config.read_text().replace(
+        "[tunnels]\n", '[tunnels]\nallow_users = ["no-such-user-x"]\n'
+    )
+    config.write_text(text)
+    code, _, err = await cli("serve", "--config", str(config), "--state-dir", str(tmp_path / "s"))
+    assert code == 2
+    assert "tunnels.allow_users[0]" in err and "no-such-user-x" in err
+    assert "Traceback" not in err

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from backend.runtime.kubernetes.client import KubeClient
-from backend.tunnels import Connector, TcpRelay
+from backend.tunnels import Admission, Connector, TcpRelay
 
 __all__ = ["open_forward_socket", "open_portforward_tunnel", "portforward_connector"]
 
@@ -95,7 +95,8 @@ async def open_portforward_tunnel(
     port: int,
     target: str,
     target_port: int,
+    admit: Admission | None = None,
 ) -> TcpRelay:
     """Listen on ``host:port``; each connection is forwarded to the session's pod."""
     connector = portforward_connector(client, namespace, resolve_pod, target_port)
-    return await TcpRelay.open(host, port, target, target_port, connector=connector)
+    return await TcpRelay.open(host, port, target, target_port, connector=connector, admit=admit)

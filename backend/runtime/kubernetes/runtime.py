@@ -71,6 +71,7 @@ from backend.runtime.kubernetes.podlogs import LogFollower
 from backend.runtime.kubernetes.podstatus import assess
 from backend.runtime.kubernetes.watch import Reflector, session_of
 from backend.templates import Template
+from backend.tunnels import Admission
 
 __all__ = ["KubernetesRuntime"]
 
@@ -92,8 +93,11 @@ class KubernetesRuntime:
         sleep: Sleep | None = None,
         follow_logs: bool = True,
         propagation: str = "Foreground",
+        admit: Admission | None = None,
     ) -> None:
+        """``admit``: which local connections a tunnel lets through (``backend.peers``)."""
         self.settings = settings
+        self._admit = admit
         self._logs = logs
         self._bus = bus
         self._backoff = backoff
@@ -479,6 +483,7 @@ class KubernetesRuntime:
             port=port,
             target=f"pod/{meta(pod).get('name') if pod else sid}",
             target_port=handle.port,
+            admit=self._admit,
         )
 
     # ------------------------------------------------------------------ health
