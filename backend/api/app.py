@@ -97,7 +97,9 @@ def make_api(
                 routes=app.routes,
             )
             _name_templates(document, sorted(backend.settings.templates))
-            _name_credentials(document, backend.settings.templates.values())
+            _name_credentials(
+                document, backend.settings.templates.values(), backend.settings.default_template
+            )
             app.openapi_schema = _with_security(document)
         return app.openapi_schema
 
@@ -120,16 +122,44 @@ def _name_templates(schema: dict[str, Any], names: list[str]) -> None:
     request["template"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
 
 
-def _name_credentials(schema: dict[str, Any], templates: Iterable[Template]) -> None:
-    """List the credential names the templates declare as the allowed keys (each template
-    accepts only its own; the pool answers any other with a 422 naming the field)."""
-    names = sorted({name for t in templates for name in t.credentials})
-    request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
+def _name_credentials(schema: dict[str, Any], templates: Iterable[Template], default: str) -> None:
+    """List the credential names the templates declare as the allowed keys: the union on
+    ``credentials`` itself, and each template's own in one ``anyOf`` branch per template
+    (the request is valid when the names suit the template it names, or the default
+    template when it names none); the pool answers any other name with a 422."""
+    by_name = {t.name: sorted(t.credentials) for t in templates}
+    names = sorted({name for names in by_name.values() for name in names})
+    acquire = schema["components"]["schemas"]["AcquireRequest"]
+    request = acquire["properties"]
     for option in request["credentials"].get("anyOf", [request["credentials"]]):
         if option.get("type") == "object":
-            option["propertyNames"] = {"enum": names}
-            if not names:
-                option["maxProperties"] = 0
+            option.update(_names_schema(names))
+    branches: list[dict[str, Any]] = [
+        {
+            "properties": {
+                "template": {"const": name},
+                "credentials": {"anyOf": [_names_schema(accepted), {"type": "null"}]},
+            },
+            "required": ["template"],
+        }
+        for name, accepted in sorted(by_name.items())
+    ]
+    if default in by_name:
+        branches.append(
+            {
+                "properties": {
+                    "template": {"type": "null"},
+                    "credentials": {"anyOf": [_names_schema(by_name[default]), {"type": "null"}]},
+                }
+            }
+        )
+    acquire["anyOf"] = branches
+
+
+def _names_schema(names: list[str]) -> dict[str, Any]:
+    if not names:
+        return {"type": "object", "maxProperties": 0}
+    return {"type": "object", "propertyNames": {"enum": names}}
 
 
 def _with_security(schema: dict[str, Any]) -> dict[str, Any]:
