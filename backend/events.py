@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import secrets
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -152,7 +152,7 @@ class EventBus:
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
         self._replay: collections.deque[Event] = collections.deque(maxlen=replay)
         self._seq = itertools.count(1)
-        self.boot = secrets.token_hex(4)
+        self.boot = os.urandom(4).hex()
         """Names this run of the bus: event ids are ``<boot>-<seq>``."""
         self.published = 0
 
