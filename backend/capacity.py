@@ -11,6 +11,12 @@ servable: a slot is given back, a session becomes ready (and so evictable), or t
 candidate's ``min_idle_before_evict`` runs out (a timer). So no waiter waits while it
 could be served, and a burst completes in waves.
 
+Pinned sessions are never evicted: with every ready session pinned, ``evict-lru`` waits
+or refuses like ``queue``. Standby sessions (warm, unclaimed workloads) hold slots too,
+but they are the first to go when a user needs one, whatever ``when_full`` says, and a
+standby is only ever started in a free slot (``take_free``): it never makes anybody wait
+or be evicted.
+
 ``max_sessions_per_user`` is a quota, not a reason to wait: a user at it is refused at
 once (``QuotaExceeded``, 429), never queued, and none of the user's sessions is evicted.
 """
@@ -60,6 +66,8 @@ class Capacity:
         self.user_live: collections.Counter[str] = collections.Counter()
         self.lru: collections.OrderedDict[str, Session] = collections.OrderedDict()
         """Ready (and refreshing) sessions, least recently used first."""
+        self.standby: dict[str, Session] = {}
+        """Standby sessions holding a slot (starting or ready), oldest first."""
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._serving = False
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -88,17 +96,37 @@ class Capacity:
     def release(self, session: Session) -> None:
         """Give back a session's slot and drop it from the LRU order."""
         self.lru.pop(session.session_id, None)
+        self.standby.pop(session.session_id, None)
         self.give_back(session.user)
+
+    def take_free(self, session_of: str) -> bool:
+        """Take a slot for a standby session only if one is free and nobody waits."""
+        if self.closed or self._waiting() or self.live >= self.settings.max_sessions:
+            return False
+        self.take(session_of)
+        return True
+
+    def add_standby(self, session: Session) -> None:
+        self.standby[session.session_id] = session
+
+    def hand_over(self, session: Session, old_id: str, user: str) -> None:
+        """A claimed standby's slot now belongs to ``user`` (quota checked by the caller)."""
+        self.standby.pop(old_id, None)
+        self.lru.pop(old_id, None)
+        self.user_live[session.user] -= 1
+        if self.user_live[session.user] <= 0:
+            del self.user_live[session.user]
+        self.user_live[user] += 1
 
     # ----------------------------------------------------------------- LRU order
 
     def lru_add(self, session: Session) -> None:
-        """A session became ready: it joins the order at its place by ``last_used_at``
+        """A session became ready: it joins the order at its place by ``idle_since``
         (a recycled session keeps the place its last use gave it), and may now be
         evicted for a waiter."""
         if self.lru:
             newest = next(reversed(self.lru.values()))
-            if newest.last_used_at > session.last_used_at:
+            if newest.idle_since > session.idle_since:
                 self.rebuild_lru([*self.lru.values(), session])
                 self.serve()
                 return
@@ -111,7 +139,7 @@ class Capacity:
     def rebuild_lru(self, sessions: list[Session]) -> None:
         """Order ``sessions`` by last use (after re-adoption: the store's ``last_used_at``)."""
         self.lru = collections.OrderedDict(
-            (s.session_id, s) for s in sorted(sessions, key=lambda s: s.last_used_at)
+            (s.session_id, s) for s in sorted(sessions, key=lambda s: s.idle_since)
         )
 
     def touch(self, session: Session) -> None:
@@ -120,8 +148,21 @@ class Capacity:
             self.lru.move_to_end(session.session_id)
 
     def candidate(self) -> Session | None:
-        """The least recently used ready session (refreshing ones cannot be evicted)."""
+        """The least recently used ready session that may be evicted (refreshing,
+        pinned and standby ones are not LRU candidates)."""
         for session in self.lru.values():
+            if session.state is SessionState.READY and not session.pinned:
+                if not session.standby:
+                    return session
+        return None
+
+    def standby_victim(self) -> Session | None:
+        """A standby session to give its slot up: a starting one first (nothing is lost
+        yet), else the oldest ready one."""
+        for session in self.standby.values():
+            if session.state is SessionState.STARTING:
+                return session
+        for session in self.standby.values():
             if session.state is SessionState.READY:
                 return session
         return None
@@ -131,7 +172,7 @@ class Capacity:
         session = self.candidate()
         if session is None:
             return None
-        if self.clock() - session.last_used_at >= self.settings.min_idle_before_evict:
+        if self.clock() - session.idle_since >= self.settings.min_idle_before_evict:
             return session
         return None
 
@@ -153,6 +194,12 @@ class Capacity:
         if self.live < self.settings.max_sessions:
             self.take(user)
             return True, None
+        spare = self.standby_victim()
+        if spare is not None:
+            self._evict(spare, user)  # standby goes first, whatever the policy
+            self.metrics.standby_yielded += 1
+            self.take(user)
+            return True, spare
         if self.settings.when_full != "evict-lru":
             return False, None
         victim = self.evictable()
@@ -272,7 +319,7 @@ class Capacity:
         candidate = self.candidate()
         if candidate is None:
             return  # serve() runs again when a session becomes ready
-        due = candidate.last_used_at + self.settings.min_idle_before_evict - self.clock()
+        due = candidate.idle_since + self.settings.min_idle_before_evict - self.clock()
         if due > 0:
             loop = asyncio.get_running_loop()
             self._idle_timer = loop.call_later(due + 0.001, self.serve)

@@ -1,4 +1,4 @@
-"""The command line: ``podwarden [serve | health | tui]``.
+"""The command line: ``podwarden [serve | health | drain | undrain | tui]``.
 
 The parser and the dispatch live here; the TUI's console script (``tui.cli:main``) calls
 ``main(argv, run_tui=...)`` so this module never imports the TUI. Heavy imports (FastAPI,
@@ -117,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", help="backend URL (default: the running server's address)")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
+    for name, text in (
+        ("drain", "stop admitting new sessions (reuse still served); survives a restart"),
+        ("undrain", "admit new sessions again"),
+    ):
+        command = commands.add_parser(name, help=text, description=text[0].upper() + text[1:])
+        _add_common(command, sub=True)
+        command.add_argument("--url", help="backend URL (default: the running server's address)")
+        command.add_argument("--token-file", metavar="F", help="file holding the API token")
+        command.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+        if name == "drain":
+            command.add_argument(
+                "--evict-idle", action="store_true", help="also stop sessions as they go idle"
+            )
+
     tui = commands.add_parser("tui", help="the terminal UI, embedded or against a remote backend")
     _add_common(tui, sub=True)
     _add_tui_flags(tui, sub=True)
@@ -150,6 +164,8 @@ def main(argv: list[str] | None = None, run_tui: RunTui | None = None) -> int:
     try:
         if args.command == "health":
             return _health(args)
+        if args.command in ("drain", "undrain"):
+            return _drain(args)
         if args.command == "tui" and args.connect:
             settings = None
         else:
@@ -246,10 +262,49 @@ def _health(args: argparse.Namespace) -> int:
         print(f"podwarden: health check failed: {e.message}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(document, indent=2))
+    if document.get("status") == "draining" and not document.get("degraded_reasons"):
+        print("podwarden: draining: no new sessions are admitted", file=sys.stderr)
+        return 0
     if document.get("status") != "healthy":
         reasons = "; ".join(document.get("degraded_reasons") or []) or "no reason given"
         print(f"podwarden: degraded: {reasons}", file=sys.stderr)
         return EXIT_FAILED
+    return 0
+
+
+def _drain(args: argparse.Namespace) -> int:
+    """``podwarden drain`` / ``undrain`` against the running server."""
+    import asyncio
+
+    from backend.api.token import TOKEN_ENV, read_token_file, token_path
+    from backend.errors import BackendUnreachable, PodwardenError
+    from backend.http_client import HttpClient
+
+    url = _health_url(args)
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if args.token_file or not token:
+        path = args.token_file or token_path(load_from_args(args).state_dir)
+        try:
+            token = read_token_file(path)
+        except (OSError, PodwardenError) as e:
+            print(f"podwarden: cannot read the API token from {path}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+
+    async def call() -> dict[str, Any]:
+        async with HttpClient(url, token, timeout=args.timeout) as client:
+            if args.command == "drain":
+                return await client.drain(evict_idle=args.evict_idle)
+            return await client.undrain()
+
+    try:
+        document = asyncio.run(call())
+    except BackendUnreachable as e:
+        print(f"podwarden: unreachable: {e.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except PodwardenError as e:
+        print(f"podwarden: {args.command} failed: {e.message}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(document, indent=2))
     return 0
 
 

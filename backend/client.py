@@ -60,6 +60,28 @@ class PodwardenClient(Protocol):
         """Start deleting; returns the session document (state ``terminating``)."""
         ...
 
+    async def pin(self, session_id: str) -> dict[str, Any]:
+        """Keep the session safe from eviction, idle culling and the maximum age; the
+        session document. ``SessionNotFound``, ``SessionEnded``, ``PinLimit``."""
+        ...
+
+    async def unpin(self, session_id: str) -> dict[str, Any]:
+        """Make a pinned session ordinary again; the session document."""
+        ...
+
+    async def drain(self, evict_idle: bool = False) -> dict[str, Any]:
+        """Admit no new sessions (reuse still served); with ``evict_idle`` also stop
+        sessions as they go idle. ``{"draining", "since", "evict_idle"}``."""
+        ...
+
+    async def undrain(self) -> dict[str, Any]:
+        """Admit new sessions again."""
+        ...
+
+    async def delete_user_sessions(self, user: str) -> dict[str, Any]:
+        """Begin ending every live session of ``user``: ``{"user", "count", "session_ids"}``."""
+        ...
+
     async def remove_orphan(self, session_id: str) -> None:
         """Stop a workload the pool does not know (one of ``health()["orphans"]``).
 
@@ -134,6 +156,21 @@ class LocalClient:
 
     async def remove_orphan(self, session_id: str) -> None:
         self.ops.remove_orphan(session_id)
+
+    async def pin(self, session_id: str) -> dict[str, Any]:
+        return self.ops.pin(session_id)
+
+    async def unpin(self, session_id: str) -> dict[str, Any]:
+        return self.ops.unpin(session_id)
+
+    async def drain(self, evict_idle: bool = False) -> dict[str, Any]:
+        return self.ops.drain(evict_idle)
+
+    async def undrain(self) -> dict[str, Any]:
+        return self.ops.undrain()
+
+    async def delete_user_sessions(self, user: str) -> dict[str, Any]:
+        return self.ops.delete_user_sessions(user)
 
     async def templates(self) -> list[dict[str, Any]]:
         return self.ops.templates()

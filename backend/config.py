@@ -84,6 +84,23 @@ class PoolSettings:
     """Seconds a workload gets between SIGTERM and SIGKILL (Kubernetes: grace period)."""
     log_lines: int = 500
     """Workload log lines kept per session."""
+    idle_timeout: float | None = None
+    """Seconds a session may stay idle (no acquire, no open tunnel connection, tunnel
+    traffic under ``idle_bytes_threshold``) before it is stopped; None (the default): never.
+    A template may set its own."""
+    max_age: float | None = None
+    """Seconds a session may live at most: older, it is stopped at its next idle moment,
+    or ``max_age_grace`` later even if busy. None (the default): no limit. A template may
+    set its own."""
+    max_age_grace: float = 600.0
+    """Seconds past ``max_age`` a busy session is given before it is stopped anyway."""
+    activity_interval: float = 10.0
+    """Seconds between samples of every session's tunnel activity (and policy checks)."""
+    idle_bytes_threshold: int = 4096
+    """Tunnel bytes (both directions) per ``activity_interval`` below which traffic does
+    not count as activity, so a keepalive does not keep a session from idling."""
+    max_pinned: int | None = None
+    """Sessions that may be pinned at once; None (the default): no limit of its own."""
 
 
 @dataclass
@@ -192,6 +209,7 @@ class Settings:
                 )
         if not 0 <= pool.refresh_jitter < 1:
             raise ConfigError("pool.refresh_jitter", "must be in [0, 1)")
+        _check_policies(self)
         _choice("pool.when_full", pool.when_full, WHEN_FULL)
         _choice("pool.on_refresh_failure", pool.on_refresh_failure, ON_REFRESH_FAILURE)
         _choice("runtime.kind", self.runtime.kind, ("local", "kubernetes"))
@@ -245,6 +263,7 @@ POSITIVE_KEYS = frozenset(
         "api_threads",
         "header_timeout",
         "max_connections",
+        "activity_interval",
     }
 )
 """Numeric fields (by name, wherever they sit) for which zero makes no sense."""
@@ -269,6 +288,38 @@ def _check_numbers(prefix: str, target: Any) -> None:
                 raise ConfigError(key, f"must be >= 0, got {value:g}")
             if value == 0 and f.name in POSITIVE_KEYS:
                 raise ConfigError(key, "must be > 0")
+
+
+def _check_policies(settings: Settings) -> None:
+    """Idle timeouts and maximum ages are > 0 where set; standby fits in the pool."""
+    pool = settings.pool
+    timed: list[tuple[str, float | None]] = [
+        ("pool.idle_timeout", pool.idle_timeout),
+        ("pool.max_age", pool.max_age),
+    ]
+    for name, template in settings.templates.items():
+        timed.append((f"templates.{name}.idle_timeout", template.idle_timeout))
+        timed.append((f"templates.{name}.max_age", template.max_age))
+    for key, value in timed:
+        if value is not None and not (0 < value < float("inf")):
+            raise ConfigError(key, f"must be a finite number > 0 seconds, got {value}")
+    standby = {n: t.standby for n, t in settings.templates.items() if t.standby}
+    total = sum(standby.values())
+    if total > pool.max_sessions:
+        named = ", ".join(f"{n} {c}" for n, c in sorted(standby.items()))
+        first = min(standby)
+        raise ConfigError(
+            f"templates.{first}.standby",
+            f"{total} standby sessions in all ({named}) exceed the pool's capacity "
+            f"pool.max_sessions = {pool.max_sessions}",
+        )
+    for name, template in settings.templates.items():
+        path = template.credentials_file
+        if path and (path.startswith("/") or ".." in Path(path).parts or "\0" in path):
+            raise ConfigError(
+                f"templates.{name}.credentials_file",
+                f"must be a relative path inside the session's working directory, got {path!r}",
+            )
 
 
 def _check_template_safety(key: str, template: Template) -> None:

@@ -9,8 +9,11 @@ status code through ``status`` and ``code``::
     ├── InvalidRequest                422 invalid_request   (names the field)
     │   └── UnknownTemplate           422 unknown_template
     ├── SessionNotFound               404 not_found
+    ├── SessionEnded                  409 session_ended     (it exists, but has ended)
+    ├── PinLimit                      409 pin_limit         (``max_pinned`` reached)
     ├── CapacityError                 503 capacity          (carries retry_after)
-    │   └── QuotaExceeded             429 quota             (the user's own limit)
+    │   ├── QuotaExceeded             429 quota             (the user's own limit)
+    │   └── Draining                  503 draining          (the pool admits no new ones)
     ├── StartError                    502 start_failed      (reason, exit code, log tail)
     ├── RuntimeUnavailable            503 runtime_unavailable
     │   └── KubernetesError           (status from the API server)
@@ -39,7 +42,10 @@ __all__ = [
     "KubernetesError",
     "PodwardenError",
     "QuotaExceeded",
+    "Draining",
+    "PinLimit",
     "RuntimeUnavailable",
+    "SessionEnded",
     "SessionNotFound",
     "StartError",
     "StoreError",
@@ -111,6 +117,20 @@ class SessionNotFound(PodwardenError):
         self.session_id = session_id
 
 
+class SessionEnded(PodwardenError):
+    """The session exists but has ended (terminating, terminated or failed)."""
+
+    status = 409
+    code = "session_ended"
+
+
+class PinLimit(PodwardenError):
+    """As many sessions as ``max_pinned`` allows are pinned already."""
+
+    status = 409
+    code = "pin_limit"
+
+
 class CapacityError(PodwardenError):
     """The pool is full and nothing may be evicted within the wait allowed."""
 
@@ -128,6 +148,12 @@ class QuotaExceeded(CapacityError):
 
     status = 429
     code = "quota"
+
+
+class Draining(CapacityError):
+    """The pool is drained: it admits no new session (reuse still works)."""
+
+    code = "draining"
 
 
 class StartError(PodwardenError):

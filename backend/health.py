@@ -20,7 +20,8 @@ class HealthSnapshot:
 
     status: str
     """``healthy`` when the runtime and the store work and the background tasks run;
-    ``degraded`` otherwise (``degraded_reasons`` says why). A full pool is healthy."""
+    ``degraded`` otherwise (``degraded_reasons`` says why); ``draining`` when drained and
+    not degraded. A full pool is healthy."""
     active_sessions: int
     """Sessions that hold capacity now: starting, ready or refreshing."""
     max_sessions: int
@@ -59,6 +60,15 @@ class HealthSnapshot:
     """Seconds between background refreshes."""
     last_refresh_at: float | None = None
     """Unix time the refresher last finished a round, or None before the first."""
+    draining: bool = False
+    """Whether the pool is drained (admits no new sessions; reuse still served)."""
+    draining_since: float | None = None
+    """Unix time the drain began."""
+    standby: int = 0
+    """Standby sessions (warm, unclaimed; starting or ready); they count in
+    ``active_sessions``."""
+    pinned_sessions: int = 0
+    """Live sessions that are pinned."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -25,10 +25,13 @@ import httpx
 from backend.errors import (
     BackendUnreachable,
     CapacityError,
+    Draining,
     InvalidRequest,
+    PinLimit,
     PodwardenError,
     QuotaExceeded,
     RuntimeUnavailable,
+    SessionEnded,
     SessionNotFound,
     StartError,
     StoreError,
@@ -45,6 +48,9 @@ _CLASSES: dict[str, type[PodwardenError]] = {
     "unknown_template": UnknownTemplate,
     "not_found": SessionNotFound,
     "capacity": CapacityError,
+    "draining": Draining,
+    "session_ended": SessionEnded,
+    "pin_limit": PinLimit,
     "quota": QuotaExceeded,
     "start_failed": StartError,
     "runtime_unavailable": RuntimeUnavailable,
@@ -186,6 +192,21 @@ class HttpClient:
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         return await self._request("DELETE", f"/sessions/{_segment(session_id)}")
+
+    async def pin(self, session_id: str) -> dict[str, Any]:
+        return await self._request("POST", f"/sessions/{_segment(session_id)}/pin")
+
+    async def unpin(self, session_id: str) -> dict[str, Any]:
+        return await self._request("POST", f"/sessions/{_segment(session_id)}/unpin")
+
+    async def drain(self, evict_idle: bool = False) -> dict[str, Any]:
+        return await self._request("POST", "/pool/drain", json_body={"evict_idle": evict_idle})
+
+    async def undrain(self) -> dict[str, Any]:
+        return await self._request("POST", "/pool/undrain")
+
+    async def delete_user_sessions(self, user: str) -> dict[str, Any]:
+        return await self._request("DELETE", "/sessions", params={"user": user})
 
     async def remove_orphan(self, session_id: str) -> None:
         """``DELETE /orphans/{id}``: answers 202 once the removal has begun."""

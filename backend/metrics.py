@@ -69,3 +69,20 @@ class PoolMetrics:
     """Sessions whose cleanup finished."""
     cleanup_leftovers: int = 0
     """Cleanups that ended with something left behind."""
+    culled: int = 0
+    """Sessions stopped after their idle timeout."""
+    aged_out: dict[str, int] = field(default_factory=lambda: {"idle": 0, "grace": 0})
+    """Sessions stopped at their maximum age: at an idle moment, or busy after the grace."""
+    drained_idle: int = 0
+    """Idle sessions stopped by a drain with ``evict_idle``."""
+    refused_draining: int = 0
+    """New sessions refused because the pool is drained."""
+    pins: dict[str, int] = field(default_factory=lambda: {"pinned": 0, "unpinned": 0})
+    """Pin and unpin requests that changed a session."""
+    standby: dict[str, int] = field(
+        default_factory=lambda: {"claimed": 0, "missed": 0, "fallback": 0, "refilled": 0}
+    )
+    """Standby outcomes: claims, first acquires that found none ready, claims of a dead
+    standby that fell back to a cold start, standby workloads started."""
+    standby_yielded: int = 0
+    """Standby workloads stopped to give their slot to a user's session."""

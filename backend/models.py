@@ -26,6 +26,7 @@ from backend.errors import InvalidRequest, InvalidTransition
 
 __all__ = [
     "MAX_USER_LENGTH",
+    "STANDBY_USER",
     "Session",
     "SessionState",
     "TunnelInfo",
@@ -37,6 +38,10 @@ __all__ = [
 
 MAX_USER_LENGTH = 128
 """Longest user name accepted; longer names are refused, not truncated."""
+
+STANDBY_USER = ""
+"""The user of an unclaimed standby session: no real user can have it (an empty name is
+refused), so a standby never answers anybody's reuse and is never counted as a user's."""
 
 
 class SessionState(str, Enum):
@@ -162,6 +167,33 @@ class Session:
     """After termination: how the cleanup ended ("verified in 0.4s", "leftover: ...")."""
     listening: Callable[[], bool] | None = field(default=None, repr=False)
     """Asks the session's tunnel whether it accepts connections now (set by the pool)."""
+    last_active_at: float = 0.0
+    """When its tunnel last carried traffic or held a connection (sampled; 0: never)."""
+    pinned: bool = False
+    """Safe from LRU eviction, idle culling and the maximum age."""
+    standby: bool = False
+    """A warm workload no user has claimed yet."""
+    idle_timeout: float | None = None
+    """The idle timeout that applies to it (its template's or the pool's); None: none."""
+    max_age: float | None = None
+    """The maximum age that applies to it; None: none."""
+
+    @property
+    def idle_since(self) -> float:
+        """Since when it has been idle: its last acquire or its last tunnel activity."""
+        return max(self.last_used_at, self.last_active_at)
+
+    def cull_at(self) -> float | None:
+        """When idle culling or the maximum age would stop it at the earliest, if idle
+        from now on; None when neither applies (pinned, ended, no policy)."""
+        if self.pinned or not self.state.is_live:
+            return None
+        times = []
+        if self.idle_timeout is not None and not self.standby:
+            times.append(self.idle_since + self.idle_timeout)
+        if self.max_age is not None:
+            times.append(self.created_at + self.max_age)
+        return min(times) if times else None
 
     def transition(self, new: SessionState) -> None:
         """Move to ``new`` or raise ``InvalidTransition``."""
@@ -186,13 +218,17 @@ class Session:
             "last_used_at": self.last_used_at,
             "ready_at": self.ready_at,
             "age_s": round(max(0.0, now - self.created_at), 3),
-            "idle_s": round(max(0.0, now - self.last_used_at), 3),
+            "idle_s": round(max(0.0, now - self.idle_since), 3),
             "use_count": self.use_count,
             "tunnel": self._tunnel_dict(),
             "runtime_ref": self.handle.ref if self.handle else None,
             "runtime": self.handle.runtime if self.handle else None,
             "last_error": self.last_error,
             "cleanup": self.cleanup,
+            "last_active_at": self.last_active_at or None,
+            "pinned": self.pinned,
+            "standby": self.standby,
+            "cull_at": self.cull_at(),
         }
 
     def _tunnel_dict(self) -> dict[str, Any] | None:

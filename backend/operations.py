@@ -30,10 +30,11 @@ class Operations:
         return self.backend.health().to_dict()
 
     def list_sessions(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self.pool.list()]
+        now = self.pool.clock()  # the clock the culler decides by: idle_s is its idle time
+        return [s.to_dict(now) for s in self.pool.list()]
 
     def get_session(self, session_id: str) -> dict[str, Any]:
-        return self.pool.get(session_id).to_dict()
+        return self.pool.get(session_id).to_dict(self.pool.clock())
 
     async def acquire(
         self,
@@ -68,6 +69,25 @@ class Operations:
     def delete_session(self, session_id: str) -> dict[str, Any]:
         """Begin ending the session; the document shows it ``terminating``."""
         return self.pool.delete(session_id).to_dict()
+
+    def pin(self, session_id: str) -> dict[str, Any]:
+        """``POST /sessions/{id}/pin``: the session document, ``pinned`` true."""
+        return self.pool.pin(session_id).to_dict()
+
+    def unpin(self, session_id: str) -> dict[str, Any]:
+        return self.pool.unpin(session_id).to_dict()
+
+    def delete_user_sessions(self, user: str) -> dict[str, Any]:
+        """``DELETE /sessions?user=NAME``: begin ending every live session of the user."""
+        ids = self.pool.delete_user_sessions(user)
+        return {"user": user, "count": len(ids), "session_ids": sorted(ids)}
+
+    def drain(self, evict_idle: bool = False) -> dict[str, Any]:
+        """``POST /pool/drain``: admit no new sessions (kept across restarts)."""
+        return self.pool.set_drain(True, evict_idle).to_dict()
+
+    def undrain(self) -> dict[str, Any]:
+        return self.pool.set_drain(False).to_dict()
 
     def logs(self, session_id: str, limit: int = 200) -> dict[str, Any]:
         self.pool.get(session_id)

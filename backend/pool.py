@@ -28,6 +28,7 @@ from backend.capacity import Capacity
 from backend.cleanup import WorkloadStopper
 from backend.config import Settings
 from backend.credentials import check_credentials
+from backend.drain import DrainState
 from backend.errors import (
     CapacityError,
     InvalidRequest,
@@ -43,6 +44,7 @@ from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
 from backend.models import Session, SessionState, make_session_id, validate_user
+from backend.pool_policy import PolicyVerbs
 from backend.pool_upkeep import REUSABLE, UpkeepVerbs
 from backend.record import Flight, Key, SessionRecord
 from backend.runtime.base import Runtime
@@ -85,7 +87,7 @@ class AcquireResult:
         return data
 
 
-class SessionPool(UpkeepVerbs):
+class SessionPool(UpkeepVerbs, PolicyVerbs):
     """Session records by id, the reuse key each answers for, and starts in flight."""
 
     def __init__(
@@ -109,6 +111,9 @@ class SessionPool(UpkeepVerbs):
         self.metrics = PoolMetrics()
         self.state = PoolState.CREATED
         self.started_at = time.time()
+        self.drain = DrainState()
+        self.standby_wakeup: Callable[[], None] | None = None
+        """Called when a standby may be due (a slot freed, a standby claimed)."""
 
         self._records: dict[str, SessionRecord] = {}
         self._primary: dict[Key, SessionRecord] = {}
@@ -257,6 +262,8 @@ class SessionPool(UpkeepVerbs):
             flight = self._flights.get(key)
             if flight is not None:
                 return await self._join(flight, wait, started)
+        if self.drain.active:
+            raise self.refuse_new(user)
         flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait)
         return await self._join(flight, wait, started)
 
@@ -383,6 +390,8 @@ class SessionPool(UpkeepVerbs):
     ) -> None:
         user = flight.key[0]
         try:
+            if await self.claim_standby(flight, template, credentials, primary):
+                return
             victim = await self.capacity.reserve(user)
             record = self._new_record(user, template, credentials, primary=primary)
         except CapacityError as e:
@@ -409,6 +418,7 @@ class SessionPool(UpkeepVerbs):
             session_id = make_session_id(user, template.name)
         now = self.clock()
         session = Session(session_id, user, template.name, created_at=now, last_used_at=now)
+        self.apply_policy(session)
         key = (user, template.name)
         record = SessionRecord(
             session,

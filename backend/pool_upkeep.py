@@ -60,6 +60,7 @@ class UpkeepVerbs:
     logs: SessionLogs
     store: Store | None
     stopper: WorkloadStopper
+    standby_wakeup: Callable[[], None] | None
 
     if TYPE_CHECKING:
 
@@ -106,11 +107,16 @@ class UpkeepVerbs:
         if self._primary.get(record.key) is record:
             del self._primary[record.key]
         self.capacity.release(record.session)
+        if self.standby_wakeup is not None:
+            self.standby_wakeup()
 
     def _evict(self, victim: Session, user: str) -> None:
+        why = "least recently used"
+        if victim.standby:
+            why = "a standby gives its slot to a user's session"
         self._begin_terminate(
             self._records[victim.session_id],
-            f"evicted (least recently used) to make room for {user}",
+            f"evicted ({why}) to make room for {user}",
             EventKind.EVICTED,
         )
 

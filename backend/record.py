@@ -67,6 +67,8 @@ class SessionRecord:
     """Pool-clock time of the last successful liveness check (or of becoming ready)."""
     checking: asyncio.Task[bool] | None = None
     """The liveness check running now; concurrent stale reuses await the same one."""
+    tunnel_bytes_seen: int = 0
+    """The tunnel's byte count at the last activity sample (``backend.culling``)."""
 
     @property
     def session_id(self) -> str:

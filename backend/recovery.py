@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.events import EventKind
-from backend.models import Session, SessionState
+from backend.models import STANDBY_USER, Session, SessionState
 from backend.pool import SessionPool
 from backend.runtime.base import OwnedWorkload
 from backend.store import StoredSession
@@ -78,6 +78,7 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
             port=port,
             credential_names=row.credential_names if row else (),
         )
+        pool.apply_policy(session)
         pool.bus.publish(
             EventKind.ADOPTED,
             f"{session.session_id} re-adopted after restart ({session.state.value})",
@@ -114,6 +115,8 @@ def _reason_to_stop(
 ) -> str | None:
     if not workload.alive:
         return "workload found dead after restart"
+    if workload.user == STANDBY_USER:
+        return "an unclaimed standby workload from before the restart (started anew)"
     if workload.template not in pool.settings.templates:
         return f"template {workload.template!r} is no longer configured"
     if row is None:
@@ -149,6 +152,7 @@ def _session_from_row(row: StoredSession, state: SessionState | None = None) -> 
         ready_at=row.ready_at,
         handle=row.handle,
         last_error=row.last_error,
+        pinned=row.pinned,
     )
 
 

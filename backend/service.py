@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import Settings
+from backend.culling import Culler
+from backend.drain import DRAIN_FLAG, DrainState
 from backend.errors import SessionNotFound
 from backend.events import EventBus, EventKind
 from backend.health import HealthSnapshot
@@ -26,6 +28,7 @@ from backend.pool import SessionPool
 from backend.recovery import RecoveryReport, recover
 from backend.refresher import Refresher
 from backend.runtime.base import OwnedWorkload, Runtime
+from backend.standby import StandbyKeeper
 from backend.state_lock import StateLock, hold_state_dir
 from backend.store import Store
 from backend.tunnels import Admission, PortAllocator
@@ -85,6 +88,8 @@ class Backend:
         self.pool = SessionPool(settings, self.runtime, self.bus, self.logs, self.store, self.ports)
         self.refresher = Refresher(self.pool)
         self.liveness = LivenessChecker(self.pool)
+        self.culler = Culler(self.pool)
+        self.standby = StandbyKeeper(self.pool)
         self.recovery: RecoveryReport | None = None
         self.started_at = time.time()
         self.orphans: dict[str, OwnedWorkload] = {}
@@ -102,6 +107,7 @@ class Backend:
             self._lock = hold_state_dir(self.state_dir)
             self.store.open()
             self._tasks.append(self._guarded(self._persist_events(), "event store"))
+            self.pool.drain = DrainState.from_flag(self.store.load_flags().get(DRAIN_FLAG))
         adopt_unknown = True
         if self.settings.runtime.kind == "kubernetes":
             adopt_unknown = self.settings.runtime.kubernetes.unknown_workloads == "adopt"
@@ -109,6 +115,8 @@ class Backend:
         self.pool.mark_running()
         self.refresher.start()
         self.liveness.start()
+        self.culler.start()
+        self.standby.start()
         self._tasks.append(self._guarded(self._reconcile_loop(), "drift check"))
         self._started = True
 
@@ -116,6 +124,8 @@ class Backend:
         """Close everything; workloads keep running for re-adoption unless asked."""
         await self.refresher.stop()
         await self.liveness.stop()
+        await self.culler.stop()
+        await self.standby.stop()
         await asyncio.gather(*self._removals, return_exceptions=True)
         await self.pool.close(stop_sessions=stop_sessions)
         for task in self._tasks:
@@ -249,13 +259,18 @@ class Backend:
             reasons.append(f"store: {self.store.last_error}")
         if self._started and not self.refresher.running:
             reasons.append("refresher is not running")
+        if self._started and not self.culler.running:
+            reasons.append("culler is not running")
         settings = self.settings.pool
         active = pool.active_count
         workloads = runtime_health.workloads
         if workloads is None:
             workloads = self.runtime_workloads
+        status = "degraded" if reasons else "healthy"
+        if pool.drain.active and not reasons:
+            status = "draining"
         return HealthSnapshot(
-            status="degraded" if reasons else "healthy",
+            status=status,
             active_sessions=active,
             max_sessions=settings.max_sessions,
             session_capacity=f"{active}/{settings.max_sessions}",
@@ -263,7 +278,7 @@ class Backend:
             starting_sessions=counts[SessionState.STARTING],
             failed_sessions=counts[SessionState.FAILED],
             queued_acquires=pool.queued,
-            users=len({s.user for s in sessions if s.state.is_live}),
+            users=len({s.user for s in sessions if s.state.is_live and not s.standby}),
             max_sessions_per_user=settings.max_sessions_per_user,
             runtime=self.runtime.describe(),
             runtime_ok=runtime_health.ok,
@@ -275,4 +290,8 @@ class Backend:
             uptime_s=round(time.time() - self.started_at, 3),
             refresh_interval_s=settings.refresh_interval,
             last_refresh_at=self.refresher.last_round_at,
+            draining=pool.drain.active,
+            draining_since=pool.drain.since,
+            standby=len(pool.standby_sessions()),
+            pinned_sessions=sum(1 for s in sessions if s.pinned and s.state.is_live),
         )

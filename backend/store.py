@@ -44,7 +44,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     handle       TEXT,
     last_error   TEXT,
     is_primary   INTEGER NOT NULL DEFAULT 1,
-    credential_names TEXT NOT NULL DEFAULT ''
+    credential_names TEXT NOT NULL DEFAULT '',
+    pinned       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS flags (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,16 +65,20 @@ CREATE TABLE IF NOT EXISTS events (
 _UPSERT = """
 INSERT INTO sessions (session_id, user, template, state, created_at, last_used_at, ready_at,
                       use_count, tunnel_host, tunnel_port, handle, last_error, is_primary,
-                      credential_names)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      credential_names, pinned)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(session_id) DO UPDATE SET
     state=excluded.state, last_used_at=excluded.last_used_at, ready_at=excluded.ready_at,
     use_count=excluded.use_count, tunnel_host=excluded.tunnel_host,
     tunnel_port=excluded.tunnel_port, handle=excluded.handle, last_error=excluded.last_error,
-    is_primary=excluded.is_primary, credential_names=excluded.credential_names
+    is_primary=excluded.is_primary, credential_names=excluded.credential_names,
+    pinned=excluded.pinned
 """
 
-_COLUMNS_ADDED = {"credential_names": "TEXT NOT NULL DEFAULT ''"}
+_COLUMNS_ADDED = {
+    "credential_names": "TEXT NOT NULL DEFAULT ''",
+    "pinned": "INTEGER NOT NULL DEFAULT 0",
+}
 """Columns later versions added: a store written by an older podwarden gains them."""
 
 _KEEP_EVENTS = 2000
@@ -96,6 +105,7 @@ class StoredSession:
     is_primary: bool
     credential_names: tuple[str, ...] = ()
     """The names (never the values) of the credentials its workload was started with."""
+    pinned: bool = False
 
 
 _Op = Callable[[sqlite3.Connection], None]
@@ -229,6 +239,7 @@ class Store:
             session.last_error,
             1 if is_primary else 0,
             ",".join(credential_names),
+            1 if session.pinned else 0,
         )
 
         def op(c: sqlite3.Connection) -> None:
@@ -330,7 +341,7 @@ class Store:
             rows = connection.execute(
                 "SELECT session_id, user, template, state, created_at, last_used_at, ready_at,"
                 " use_count, tunnel_host, tunnel_port, handle, last_error, is_primary,"
-                " credential_names"
+                " credential_names, pinned"
                 " FROM sessions"
             ).fetchall()
         except sqlite3.Error as e:
@@ -360,9 +371,35 @@ class Store:
                     row[11],
                     bool(row[12]),
                     tuple(n for n in (row[13] or "").split(",") if n),
+                    bool(row[14]),
                 )
             )
         return result
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        """Queue setting (or, with None, clearing) a pool-wide flag such as the drain."""
+
+        def op(c: sqlite3.Connection) -> None:
+            if value is None:
+                c.execute("DELETE FROM flags WHERE name = ?", (name,))
+            else:
+                c.execute(
+                    "INSERT INTO flags (name, value) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+        self._submit(op)
+
+    def load_flags(self) -> dict[str, str]:
+        """Every pool-wide flag, read at start-up."""
+        connection = self._connect()
+        try:
+            return dict(connection.execute("SELECT name, value FROM flags").fetchall())
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the state store {self.path}: {e}") from e
+        finally:
+            connection.close()
 
     def recent_events(self, limit: int = 200) -> list[dict[str, Any]]:
         """The last ``limit`` stored events, oldest first."""

@@ -53,6 +53,17 @@ class Template:
     """Kubernetes: name of an image pull secret; empty: none."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """Kubernetes: node selector labels."""
+    idle_timeout: float | None = None
+    """Idle timeout of this template's sessions; None: the pool's ``idle_timeout``."""
+    max_age: float | None = None
+    """Maximum age of this template's sessions; None: the pool's ``max_age``."""
+    standby: int = 0
+    """Started, ready, unclaimed workloads kept for the next new user of this template."""
+    credentials_file: str = ""
+    """A path in the session's working directory where the workload reads its credentials
+    (a JSON object, mode 0600). Set, a standby workload can be claimed by an acquire that
+    passes credentials: the claim writes them there. Empty: credentials reach a workload
+    only through its environment, so such an acquire starts a fresh one."""
 
 
 def find_chromium() -> str | None:

@@ -76,7 +76,9 @@ _LOW_WATER = 256 * 1024
 
 @dataclass(frozen=True)
 class RelayStats:
-    """Counters of one relay, for the TUI."""
+    """Counters of one relay: for the TUI, and for idle culling, which samples
+    ``active`` and ``bytes_total`` now and then (``backend.culling``). The counters are
+    one integer addition per chunk relayed; nothing else runs per packet."""
 
     active: int
     """Connections relayed right now."""
@@ -88,6 +90,11 @@ class RelayStats:
     """Bytes relayed from the target to clients."""
     failed: int
     """Connections dropped because the target could not be reached."""
+
+    @property
+    def bytes_total(self) -> int:
+        """Bytes relayed in both directions since the relay opened."""
+        return self.bytes_up + self.bytes_down
 
 
 def _tune(transport: asyncio.BaseTransport) -> None:

@@ -121,6 +121,8 @@ class PoolCollector(Collector):
             metrics.cleanup_leftovers,
         )
 
+        yield from _policy_metrics(backend)
+
         yield _gauge(
             "podwarden_healthy", "1 when /health says healthy.", health.status == "healthy"
         )
@@ -144,6 +146,71 @@ class PoolCollector(Collector):
         for reason, count in asdict(REFUSALS).items():
             refused.add_metric([reason], count)
         yield refused
+
+
+def _policy_metrics(backend: Backend) -> Iterator[Metric]:
+    """Idle culling, maximum age, pinning, drain and standby: each decision counted, and
+    the idle time the culler uses per live session."""
+    pool = backend.pool
+    metrics = pool.metrics
+    now = pool.clock()
+    idle = GaugeMetricFamily(
+        "podwarden_session_idle_seconds",
+        "Seconds since the session's last acquire or tunnel activity (what idle culling uses).",
+        labels=["session_id", "user", "template"],
+    )
+    pinned = standby = 0
+    for session in pool.list():
+        if not session.state.is_live:
+            continue
+        pinned += session.pinned
+        standby += session.standby
+        idle.add_metric(
+            [session.session_id, session.user, session.template],
+            max(0.0, now - session.idle_since),
+        )
+    yield idle
+    yield _gauge("podwarden_pinned_sessions", "Live sessions that are pinned.", pinned)
+    yield _gauge(
+        "podwarden_standby_sessions", "Warm unclaimed standby sessions (hold slots).", standby
+    )
+    yield _gauge(
+        "podwarden_draining", "1 while the pool admits no new sessions.", pool.drain.active
+    )
+    yield _counter("podwarden_culled", "Sessions stopped after their idle timeout.", metrics.culled)
+    aged = CounterMetricFamily(
+        "podwarden_aged_out",
+        "Sessions stopped at their maximum age: while idle, or busy after the grace.",
+        labels=["when"],
+    )
+    for when, count in metrics.aged_out.items():
+        aged.add_metric([when], count)
+    yield aged
+    yield _counter(
+        "podwarden_drained_idle", "Idle sessions stopped by a drain.", metrics.drained_idle
+    )
+    yield _counter(
+        "podwarden_refused_draining",
+        "New sessions refused while draining.",
+        metrics.refused_draining,
+    )
+    pins = CounterMetricFamily("podwarden_pin_changes", "Pins and unpins.", labels=["change"])
+    for change, count in metrics.pins.items():
+        pins.add_metric([change], count)
+    yield pins
+    outcomes = CounterMetricFamily(
+        "podwarden_standby",
+        "Standby outcomes: claimed, missed (none ready), fallback (dead at claim), refilled.",
+        labels=["outcome"],
+    )
+    for outcome, count in metrics.standby.items():
+        outcomes.add_metric([outcome], count)
+    yield outcomes
+    yield _counter(
+        "podwarden_standby_yielded",
+        "Standby sessions stopped to give their slot to a user's session.",
+        metrics.standby_yielded,
+    )
 
 
 def metrics_registry(backend: Backend) -> CollectorRegistry:

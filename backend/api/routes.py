@@ -20,8 +20,12 @@ from backend.api.exposure import health_answer
 from backend.api.fastpath import acquire_answer
 from backend.api.prometheus import CONTENT_TYPE, metrics_registry, render_metrics
 from backend.api.schemas import (
+    USER_PATTERN,
     AcquireOut,
     AcquireRequest,
+    BulkDeleteOut,
+    DrainOut,
+    DrainRequest,
     ErrorOut,
     EventOut,
     HealthOut,
@@ -33,6 +37,7 @@ from backend.api.schemas import (
 from backend.api.sse import SseHub, parse_event_id
 from backend.errors import InvalidRequest
 from backend.events import EventKind
+from backend.models import MAX_USER_LENGTH
 from backend.operations import Operations
 
 __all__ = ["add_routes"]
@@ -50,12 +55,13 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "The body is not valid JSON, or a header is malformed.",
         401: "Missing or wrong bearer token.",
         404: "No session (or orphan) with this id.",
+        409: "The session has ended, or `max_pinned` sessions are pinned already.",
         413: "The request body is too large.",
         422: "A field is missing or invalid; `error.field` names it.",
         429: "The user already holds `max_sessions_per_user` sessions (see Retry-After).",
         502: "The workload did not become ready; the message says why.",
-        503: "The pool is full and nothing may be evicted (see Retry-After), or the "
-        "runtime is unavailable.",
+        503: "The pool is full and nothing may be evicted (see Retry-After), the pool is "
+        "draining (code `draining`), or the runtime is unavailable.",
     }
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
@@ -158,6 +164,74 @@ def add_routes(router: FastAPI, ops: Operations, hub: SseHub) -> None:
         workload is stopped and its removal verified in the background; a
         ``cleanup_verified`` event (or ``cleanup_leftover``) says when it is done."""
         return _json(ops.delete_session(session_id), 202)
+
+    @router.delete(
+        "/sessions",
+        response_model=BulkDeleteOut,
+        status_code=202,
+        tags=["sessions"],
+        summary="End every session of a user",
+        responses=_errors(401, 422),
+        dependencies=STRICT_QUERY,
+    )
+    async def delete_user_sessions(
+        user: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=MAX_USER_LENGTH,
+                pattern=USER_PATTERN,
+                description="Whose sessions to end.",
+            ),
+        ],
+    ) -> Response:
+        """Starts ending every live session of the user and answers 202 with how many;
+        each cleanup is verified in the background like a single delete."""
+        return _json(ops.delete_user_sessions(user), 202)
+
+    @router.post(
+        "/sessions/{session_id}/pin",
+        response_model=SessionOut,
+        tags=["sessions"],
+        summary="Pin a session",
+        responses=_errors(401, 404, 409, 422),
+    )
+    async def pin_session(session_id: SessionId) -> Response:
+        """Keeps the session safe from LRU eviction, idle culling and the maximum age."""
+        return _json(ops.pin(session_id))
+
+    @router.post(
+        "/sessions/{session_id}/unpin",
+        response_model=SessionOut,
+        tags=["sessions"],
+        summary="Unpin a session",
+        responses=_errors(401, 404, 409, 422),
+    )
+    async def unpin_session(session_id: SessionId) -> Response:
+        return _json(ops.unpin(session_id))
+
+    @router.post(
+        "/pool/drain",
+        response_model=DrainOut,
+        tags=["pool"],
+        summary="Drain the pool",
+        responses=_errors(400, 401, 413, 422),
+    )
+    async def drain(body: DrainRequest | None = None) -> Response:
+        """Admit no new sessions (503 `draining` with Retry-After); a user's existing
+        session is still handed back. Kept across restarts until undrained. With
+        ``evict_idle`` every session is also stopped as soon as it is idle."""
+        return _json(ops.drain(body.evict_idle if body is not None else False))
+
+    @router.post(
+        "/pool/undrain",
+        response_model=DrainOut,
+        tags=["pool"],
+        summary="Undrain the pool",
+        responses=_errors(401),
+    )
+    async def undrain() -> Response:
+        return _json(ops.undrain())
 
     @router.get(
         "/sessions/{session_id}/logs",

@@ -20,6 +20,9 @@ from backend.models import MAX_USER_LENGTH, SessionState
 __all__ = [
     "AcquireRequest",
     "AcquireOut",
+    "BulkDeleteOut",
+    "DrainOut",
+    "DrainRequest",
     "ErrorBody",
     "ErrorOut",
     "EventOut",
@@ -125,6 +128,15 @@ class SessionOut(BaseModel):
     runtime: str | None
     last_error: str | None
     cleanup: str | None = Field(description="After termination: how its cleanup ended.")
+    last_active_at: float | None = Field(
+        default=None, description="When its tunnel last carried traffic (sampled)."
+    )
+    pinned: bool = Field(default=False, description="Safe from eviction, culling, max age.")
+    standby: bool = Field(default=False, description="A warm workload not yet claimed.")
+    cull_at: float | None = Field(
+        default=None,
+        description="Epoch seconds when idle culling or the maximum age would stop it.",
+    )
 
 
 class AcquireOut(SessionOut):
@@ -137,7 +149,7 @@ class AcquireOut(SessionOut):
 class HealthOut(BaseModel):
     """``GET /health``; see ``backend.health.HealthSnapshot`` for each field's meaning."""
 
-    status: Literal["healthy", "degraded"]
+    status: Literal["healthy", "degraded", "draining"]
     active_sessions: int
     max_sessions: int
     session_capacity: str = Field(examples=["2/10"])
@@ -163,6 +175,10 @@ class HealthOut(BaseModel):
     uptime_s: float
     refresh_interval_s: float
     last_refresh_at: float | None
+    draining: bool
+    draining_since: float | None
+    standby: int
+    pinned_sessions: int
 
 
 class TemplateOut(BaseModel):
@@ -203,6 +219,32 @@ class OrphanOut(BaseModel):
 
     session_id: str
     status: Literal["removing"]
+
+
+class DrainRequest(BaseModel):
+    """``POST /pool/drain``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    evict_idle: bool = Field(
+        default=False, description="Also stop every session as soon as it is idle."
+    )
+
+
+class DrainOut(BaseModel):
+    """The pool's drain: ``POST /pool/drain`` and ``/pool/undrain``."""
+
+    draining: bool
+    since: float | None
+    evict_idle: bool
+
+
+class BulkDeleteOut(BaseModel):
+    """``DELETE /sessions?user=NAME``: the sessions whose ending has begun."""
+
+    user: str
+    count: int
+    session_ids: list[str]
 
 
 class ErrorBody(BaseModel):

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from backend.models import TunnelInfo, WorkloadHandle
 from backend.templates import Template
+
+if TYPE_CHECKING:
+    from backend.tunnels import RelayStats
 
 __all__ = [
     "CleanupReport",
@@ -114,6 +117,10 @@ class Tunnel(Protocol):
 
     def is_listening(self) -> bool:
         """True while the local port accepts connections."""
+        ...
+
+    def stats(self) -> RelayStats:
+        """Open connections and bytes relayed so far (what idle culling samples)."""
         ...
 
     async def close(self) -> None:

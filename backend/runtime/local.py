@@ -25,6 +25,12 @@ Why it is built the way it is:
 - When a session ends its directory is removed: ``workload.json`` must not survive, or
   recovery would see a workload that is not there; the log lines the TUI shows live on
   in ``SessionLogs``; a Chromium profile is kept for the session's life, not longer.
+- A standby workload is claimed (``claim``) by relabelling it: its record in memory and
+  ``workload.json`` get the user's session id and user name, and the credentials, when
+  the template reads them from a file, are written there. Its directory keeps its name:
+  the process's working directory, its ``{workdir}`` arguments and its environment
+  marker all point at that path. The claim is verified by reading the record back and
+  probing the workload.
 - Placeholders in the command are replaced item by item, never through a shell. The raw
   ``{user}`` is refused in a command by the config (a user such as ``/`` or ``--flag``
   would become a path or an option); ``{user_slug}`` is the sanitised form.
@@ -55,7 +61,13 @@ from backend.runtime.base import (
     WorkloadSpec,
 )
 from backend.runtime.checks import check, http_get_status
-from backend.runtime.local_workload import LogTail, Workload, read_log_tail
+from backend.runtime.local_workload import (
+    LogTail,
+    Workload,
+    read_log_tail,
+    write_claim_file,
+    write_credentials_file,
+)
 from backend.runtime.procs import find_marked, group_running, read_proc, signal_group
 from backend.templates import Template
 from backend.tunnels import Admission, TcpRelay
@@ -137,6 +149,8 @@ class LocalRuntime:
             "login_delay": f"{template.login_delay:g}",
         }
         argv = [_fill(item, values) for item in template.command]
+        if template.credentials_file and spec.env:
+            write_credentials_file(workdir, template.credentials_file, spec.env)
         env = self._environment(spec, template, values, rundir)
         log_path = rundir / "workload.log"
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -258,6 +272,39 @@ class LocalRuntime:
             raise StartError(f"keepalive {path} failed: {e}") from None
         if not 200 <= status < 300:
             raise StartError(f"keepalive {path} answered HTTP {status}")
+
+    async def claim(self, handle: WorkloadHandle, spec: WorkloadSpec) -> WorkloadHandle:
+        """Relabel a running standby workload as ``spec``'s session (id and user), write
+        the credentials file if the template has one, and verify; the new handle.
+        ``StartError`` if the workload is gone or does not answer."""
+        workload = self._find(handle)
+        if workload is None or not workload.running() or workload.stopping:
+            raise StartError(f"standby workload {handle.ref} is gone")
+        template = spec.template
+        if template.credentials_file and spec.env:
+            write_credentials_file(workload.workdir, template.credentials_file, spec.env)
+        write_claim_file(workload.workdir, spec)
+        old = workload.session_id
+        workload.session_id, workload.user = spec.session_id, spec.user
+        workload.write_meta()
+        if self._workloads.get(old) is workload:
+            del self._workloads[old]
+        self._workloads[spec.session_id] = workload
+        if workload.tail is not None:
+            workload.tail.session_id = spec.session_id
+        recorded = Workload.load(workload.rundir / "workload.json")
+        if recorded is None or (recorded.session_id, recorded.user, recorded.pid) != (
+            spec.session_id,
+            spec.user,
+            workload.pid,
+        ):
+            raise StartError(f"the claim of workload {handle.ref} was not recorded")
+        result = await check(
+            workload.host, workload.port, workload.readiness, workload.readiness_path, 2.0
+        )
+        if not result.ok or not workload.running():
+            raise StartError(f"standby workload {handle.ref} does not answer: {result.detail}")
+        return workload.handle()
 
     async def stop(self, handle: WorkloadHandle, grace: float) -> CleanupReport:
         """SIGTERM the group, wait ``grace``, SIGKILL; return once nothing of it runs."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from backend.logs import SessionLogs
 from backend.models import WorkloadHandle
+from backend.runtime.base import WorkloadSpec
 from backend.runtime.procs import read_proc
 
 __all__ = ["LogTail", "Workload", "read_log_tail"]
@@ -299,6 +300,35 @@ class Workload:
                 _DETACHED.append(self.proc)
 
 
+def write_credentials_file(workdir: Path, relative: str, env: dict[str, str]) -> None:
+    """Write the credentials held in ``env`` (the names ``PODWARDEN_CREDENTIALS`` lists)
+    as a JSON object to ``workdir/relative``, mode 0600, atomically."""
+    names = [n for n in env.get("PODWARDEN_CREDENTIALS", "").split(",") if n]
+    path = workdir / relative
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({name: env[name] for name in names if name in env}, f)
+    os.replace(tmp, path)
+
+
+CLAIM_FILE = "podwarden-claim.json"
+"""Who claimed a standby workload, in its working directory (the demo reads it)."""
+
+
+def write_claim_file(workdir: Path, spec: WorkloadSpec) -> None:
+    """Tell a claimed standby workload its session id, user and credential names."""
+    names = [n for n in spec.env.get("PODWARDEN_CREDENTIALS", "").split(",") if n]
+    data = {"session_id": spec.session_id, "user": spec.user, "credentials": names}
+    path = workdir / CLAIM_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
 class LogTail:
     """Copies complete new lines of a workload's log file into ``SessionLogs``.
 
@@ -309,7 +339,8 @@ class LogTail:
 
     def __init__(self, path: Path, session_id: str, logs: SessionLogs, *, from_end: bool) -> None:
         self._path = path
-        self._session_id = session_id
+        self.session_id = session_id
+        """The session the lines are filed under (changes when a standby is claimed)."""
         self._logs = logs
         self._offset = 0
         self._trimmed = 0
@@ -366,7 +397,7 @@ class LogTail:
 
     def _emit(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
-        self._logs.append(self._session_id, text[:_MAX_LINE])
+        self._logs.append(self.session_id, text[:_MAX_LINE])
 
     async def _run(self) -> None:
         interval = 0.05
@@ -374,7 +405,7 @@ class LogTail:
             try:
                 got = self.poll()
             except Exception:
-                log.exception("log tail of %s failed; retrying", self._session_id)
+                log.exception("log tail of %s failed; retrying", self.session_id)
                 got = False
             interval = 0.05 if got else min(1.0, interval * 1.5)
             await asyncio.sleep(interval)

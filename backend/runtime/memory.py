@@ -26,6 +26,7 @@ from backend.runtime.base import (
     WorkloadSpec,
 )
 from backend.templates import Template
+from backend.tunnels import RelayStats
 
 __all__ = ["MemoryRuntime", "MemoryTunnel"]
 
@@ -42,11 +43,17 @@ class _Workload:
 
 
 class MemoryTunnel:
-    """A tunnel that only records its address; nothing listens."""
+    """A tunnel that only records its address; nothing listens. Tests set ``active``
+    and ``bytes_total`` to stand for traffic."""
 
     def __init__(self, info: TunnelInfo) -> None:
         self._info = info
         self._open = True
+        self.active = 0
+        self.bytes_total = 0
+
+    def stats(self) -> RelayStats:
+        return RelayStats(self.active, self.active, self.bytes_total, 0, 0)
 
     @property
     def info(self) -> TunnelInfo:
@@ -140,6 +147,20 @@ class MemoryRuntime:
         if workload is None or not workload.alive:
             raise StartError("keepalive failed: workload is gone")
         workload.keepalives += 1
+
+    async def claim(self, handle: WorkloadHandle, spec: WorkloadSpec) -> WorkloadHandle:
+        """Relabel a standby workload as ``spec``'s session; ``StartError`` if it died."""
+        self._count("claim")
+        workload = self._find(handle)
+        if workload is None or not workload.alive:
+            raise StartError("standby workload is gone")
+        del self.workloads[workload.session_id]
+        workload.session_id, workload.user = spec.session_id, spec.user
+        workload.handle = WorkloadHandle(
+            handle.runtime, handle.ref, handle.host, handle.port, {"session_id": spec.session_id}
+        )
+        self.workloads[spec.session_id] = workload
+        return workload.handle
 
     async def stop(self, handle: WorkloadHandle, grace: float) -> CleanupReport:
         self._count("stop")

@@ -9,7 +9,9 @@ the second gets the warm session at once.
 Endpoints: ``/health`` (readiness), ``/keepalive`` (what the refresher calls; counts),
 ``/`` (a page with the user and uptime; sets a session cookie) and ``/whoami`` (JSON).
 Credentials handed to the session arrive as environment variables, named (names only) by
-``PODWARDEN_CREDENTIALS``; ``/whoami`` lists the names it received, never a value.
+``PODWARDEN_CREDENTIALS``; ``/whoami`` lists the names it received, never a value. A
+standby workload learns who claimed it from ``podwarden-claim.json`` in its working
+directory (``CLAIM_FILE``), which the local runtime writes at the claim.
 
 It imports only ``socketserver`` and friends (not ``http.server`` or ``asyncio``) so that
 it starts in a few tens of milliseconds: its start time is the demo's, not podwarden's.
@@ -40,6 +42,10 @@ _REASONS = {
 }
 
 
+CLAIM_FILE = "podwarden-claim.json"
+"""Written into a standby workload's working directory when a user claims it."""
+
+
 class DemoState:
     """What the workload knows about itself."""
 
@@ -64,17 +70,29 @@ class DemoState:
         log(f"logged in as {self.user}")
         self._logged_in.set()
 
+    def claim(self) -> dict[str, Any]:
+        """Who claimed this (standby) workload, if anyone: {} when started for a user."""
+        path = os.path.join(os.environ.get("PODWARDEN_WORKDIR", "."), CLAIM_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def whoami(self) -> dict[str, Any]:
+        claim = self.claim()
         return {
-            "user": self.user,
-            "session_id": self.session_id,
+            "user": claim.get("user", self.user),
+            "session_id": claim.get("session_id", self.session_id),
+            "claimed": bool(claim),
             "pid": os.getpid(),
             "started": self.started,
             "uptime_s": round(time.time() - self.started, 3),
             "logged_in": self.logged_in,
             "keepalives": self.keepalives,
             "requests": self.requests,
-            "credentials": self.credentials,
+            "credentials": sorted({*self.credentials, *claim.get("credentials", [])}),
         }
 
 

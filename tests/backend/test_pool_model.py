@@ -2,12 +2,14 @@
 
 Hypothesis drives the real pool (in-memory runtime, real SQLite store, a clock the test
 moves) through acquires of several users and templates (reuse on or off), deletes,
-workload deaths and hangs, clock advances, liveness and refresh rounds and restarts (a
-new backend over the same store and the same still-running workloads). After every step
-the pool must agree with the model: the same live sessions, capacity and the per-user
-quota held, one reusable session per (user, template), the least recently used session
-evicted, ``is_new_session`` true exactly when the answer's workload had not been handed
-out before, and no waiter left waiting.
+workload deaths and hangs, clock advances, liveness and refresh rounds, pins and unpins,
+and restarts (a new backend over the same store and the same still-running workloads).
+After every step the pool must agree with the model: the same live sessions, capacity
+and the per-user quota held, one reusable session per (user, template), the least
+recently used *unpinned* session evicted (and, with every session pinned, the acquire
+refused, never a pinned session evicted), pins kept across restarts, ``is_new_session``
+true exactly when the answer's workload had not been handed out before, and no waiter
+left waiting.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from backend.config import Settings
-from backend.errors import QuotaExceeded
+from backend.errors import CapacityError, QuotaExceeded
 from backend.models import SessionState
 from backend.runtime.memory import MemoryRuntime
 from backend.runtime.procs import read_proc
@@ -53,6 +55,7 @@ class Model:
     checked: float
     announced: bool = True
     dead: bool = False
+    pinned: bool = False
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -65,6 +68,7 @@ class PoolMachine(RuleBasedStateMachine):
         pool.max_sessions, pool.max_sessions_per_user = CAPACITY, QUOTA
         pool.liveness_interval, pool.refresh_interval = LIVENESS, 3600
         pool.start_backoff = 0.0
+        pool.queue_timeout = 0.02  # every session pinned: the acquire is refused soon
         demo = self.settings.templates["demo"]
         self.settings.templates = {"demo": demo, "alt": dataclasses.replace(demo, name="alt")}
         self.settings.tunnels.port_min, self.settings.tunnels.port_max = free_port_range(100)
@@ -143,7 +147,18 @@ class PoolMachine(RuleBasedStateMachine):
             raise AssertionError("a user at the quota was not refused")
         victim = None
         if len(self.model) >= CAPACITY:
-            victim = min(self.model, key=lambda sid: self.model[sid].last_used)
+            unpinned = [sid for sid, m in self.model.items() if not m.pinned]
+            if not unpinned:
+                try:
+                    self._run(asyncio.wait_for(pool.acquire(user, template, reuse=reuse), 5))
+                except CapacityError as e:
+                    assert not isinstance(e, QuotaExceeded)
+                    event("refused: every session pinned")
+                    return
+                raise AssertionError("a pinned session was evicted, or capacity exceeded")
+            victim = min(unpinned, key=lambda sid: self.model[sid].last_used)
+            if len(unpinned) < len(self.model):
+                event("evicted past a pinned session")
         result = self._run(asyncio.wait_for(pool.acquire(user, template, reuse=reuse), 5))
         session = result.session  # type: ignore[attr-defined]
         assert result.is_new_session is True  # type: ignore[attr-defined]
@@ -190,6 +205,23 @@ class PoolMachine(RuleBasedStateMachine):
         self.runtime.workloads[sid].alive = False
         self.model[sid].dead = True
 
+    @precondition(lambda self: self.model)
+    @rule(pick=st.integers(0, 100), pinned=st.sampled_from((True, True, True, False)))
+    def pin_or_unpin(self, pick: int, pinned: bool) -> None:
+        sid = sorted(self.model)[pick % len(self.model)]
+        pool = self.backend.pool
+        session = pool.pin(sid) if pinned else pool.unpin(sid)
+        assert session.pinned is pinned
+        self.model[sid].pinned = pinned
+
+    @precondition(lambda self: self.model)
+    @rule()
+    def pin_every_session(self) -> None:
+        """An operator pins the whole pool: a full pool must then refuse, never evict."""
+        for sid, m in self.model.items():
+            assert self.backend.pool.pin(sid).pinned
+            m.pinned = True
+
     @rule(seconds=st.integers(1, 12))
     def clock_advances(self, seconds: int) -> None:
         self.now += seconds
@@ -234,6 +266,7 @@ class PoolMachine(RuleBasedStateMachine):
         for sid, m in self.model.items():
             assert (live[sid].user, live[sid].template) == (m.user, m.template)
             assert live[sid].state is SessionState.READY
+            assert live[sid].pinned is m.pinned, "pins held, also across restarts"
         assert pool.active_count == len(self.model) <= CAPACITY
         for user in USERS:
             assert pool.user_count(user) <= QUOTA
@@ -243,7 +276,7 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 PoolMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

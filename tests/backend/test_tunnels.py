@@ -146,6 +146,8 @@ async def test_relay_echoes_and_counts(echo_relay: TcpRelay) -> None:
     writer.write(b"hello")
     assert await reader.readexactly(5) == b"hello"
     assert echo_relay.active_connections == 1
+    live = echo_relay.stats()  # what idle culling samples: open links count as they go
+    assert (live.active, live.bytes_total) == (1, 10)
     writer.write_eof()
     assert await reader.read() == b""  # the echo server's EOF came back through
     writer.close()

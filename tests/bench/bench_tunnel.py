@@ -1,6 +1,7 @@
 """Tunnel benchmark: our TcpRelay against socat and a direct loopback connection.
 
-Run: ``python tests/bench/bench_tunnel.py [--mib 64] [--rounds 8] [--pings 4000] [--pin 1]``
+Run: ``python tests/bench/bench_tunnel.py [--mib 64] [--rounds 8] [--pings 4000] [--pin 1]
+[--baseline REF]``
 
 Every path is measured in the same run, rounds interleaved so drift hits all alike:
 
@@ -9,7 +10,10 @@ Every path is measured in the same run, rounds interleaved so drift hits all ali
 - ``relay``: our ``TcpRelay`` on the default asyncio loop, in its own process;
 - ``relay-uvloop``: the same on uvloop (when installed);
 - ``relay-checked``: ``relay`` with the peer check every tunnel does by default (the
-  connecting process's user looked up with one sock_diag request, ``backend.peers``).
+  connecting process's user looked up with one sock_diag request, ``backend.peers``);
+- with ``--baseline REF``: ``relay@REF`` and ``relay-uvloop@REF`` run the ``backend``
+  package of git revision ``REF`` (exported to a temporary directory), so a change to the
+  relay is measured against the code before it in the same run.
 
 Throughput: the client sends ``--mib`` MiB through the path to a sink that counts what
 arrives and answers with the count once the sender half-closes; the time runs from the
@@ -36,10 +40,13 @@ import statistics
 import struct
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 1024 * 1024
@@ -88,15 +95,19 @@ def role_target(sink_port: int, echo_port: int) -> None:
     sys.stdin.read()  # until the parent closes our stdin
 
 
-def role_relay(listen: int, target: int, loop_kind: str, check: bool) -> None:
-    sys.path.insert(0, str(ROOT))
-    from backend.peers import PeerPolicy
+def role_relay(listen: int, target: int, loop_kind: str, root: str, check: bool) -> None:
+    sys.path.insert(0, root or str(ROOT))
     from backend.tunnels import TcpRelay
 
-    admit = PeerPolicy(frozenset()).admits if check else None
+    # A baseline revision may predate the peer check, so its relay is opened without it.
+    extra: dict[str, Any] = {}
+    if check:
+        from backend.peers import PeerPolicy
+
+        extra["admit"] = PeerPolicy(frozenset()).admits
 
     async def main() -> None:
-        relay = await TcpRelay.open("127.0.0.1", listen, "127.0.0.1", target, admit=admit)
+        relay = await TcpRelay.open("127.0.0.1", listen, "127.0.0.1", target, **extra)
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
@@ -206,6 +217,13 @@ def main() -> None:
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--check", action="store_true", help="relay: check each peer's user")
     parser.add_argument("--connects", type=int, default=300, help="fresh connections per path")
+    parser.add_argument("--root", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=None,
+        help="also run the relay of this git revision (e.g. HEAD~1), in the same run",
+    )
     parser.add_argument("--mib", type=int, default=64, help="MiB per throughput transfer")
     parser.add_argument("--rounds", type=int, default=8, help="transfers per path")
     parser.add_argument("--pings", type=int, default=4000, help="round trips per path")
@@ -225,12 +243,32 @@ def main() -> None:
         role_target(args.sink, args.echo)
         return
     if args.role == "relay":
-        role_relay(args.listen, args.target, args.loop, args.check)
+        role_relay(args.listen, args.target, args.loop, args.root, args.check)
         return
     run_client(args)
 
 
+def export_backend(ref: str, into: Path) -> Path:
+    """The ``backend`` package of git revision ``ref``, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "backend"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
 def run_client(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-tunnel-") as tmp:
+        roots = {"": str(ROOT)}
+        if args.baseline:
+            roots[f"@{args.baseline}"] = str(export_backend(args.baseline, Path(tmp)))
+        measure(args, roots)
+
+
+def measure(args: argparse.Namespace, roots: dict[str, str]) -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     sink, echo = free_port(), free_port()
     procs: list[subprocess.Popen[str]] = [
@@ -262,17 +300,19 @@ def run_client(args: argparse.Namespace) -> None:
             loops.append("uvloop")
         except ImportError:
             pass
-        for loop_kind in loops:
-            ports = free_port(), free_port()
-            for listen, target in zip(ports, (sink, echo), strict=True):
-                procs.append(
-                    spawn(
-                        me
-                        + ["--role", "relay", "--listen", str(listen), "--target", str(target)]
-                        + ["--loop", loop_kind]
+        for suffix, root in roots.items():
+            for loop_kind in loops:
+                ports = free_port(), free_port()
+                for listen, target in zip(ports, (sink, echo), strict=True):
+                    procs.append(
+                        spawn(
+                            me
+                            + ["--role", "relay", "--listen", str(listen)]
+                            + ["--target", str(target), "--loop", loop_kind, "--root", root]
+                        )
                     )
-                )
-            paths["relay" if loop_kind == "asyncio" else f"relay-{loop_kind}"] = ports
+                name = "relay" if loop_kind == "asyncio" else f"relay-{loop_kind}"
+                paths[name + suffix] = ports
         ports = free_port(), free_port()
         for listen, target in zip(ports, (sink, echo), strict=True):
             argv = ["--role", "relay", "--listen", str(listen), "--target", str(target)]
@@ -341,7 +381,7 @@ def report(
         f"{where}, {elapsed:.1f}s\n"
     )
     print(
-        f"{'path':<15}{'MiB/s':>8}{'rtt p50 us':>12}{'rtt p99 us':>12}{'added p50 us':>14}"
+        f"{'path':<22}{'MiB/s':>10}{'rtt p50 us':>12}{'rtt p99 us':>12}{'added p50 us':>14}"
         f"{'connect p50 us':>16}"
     )
     for name in paths:
@@ -355,7 +395,7 @@ def report(
         }
         figures[name] = row
         print(
-            f"{name:<15}{row['mib_s']:>8.0f}{row['rtt_p50_us']:>12.1f}"
+            f"{name:<22}{row['mib_s']:>10.0f}{row['rtt_p50_us']:>12.1f}"
             f"{row['rtt_p99_us']:>12.1f}{row['added_p50_us']:>14.1f}{row['connect_p50_us']:>16.1f}"
         )
     result: dict[str, object] = {"bench": "tunnel", "pinned_cpu": args.pin, "paths": figures}

@@ -67,9 +67,16 @@ def owned_workload(sid: str, objs: Snapshot, namespace: str) -> OwnedWorkload:
         },
     )
     alive = deployment is not None and not meta(deployment).get("deletionTimestamp")
+    claimed = annotations.get(mf.ANNOTATION_CLAIMED)  # a standby claimed for a user
+    if claimed:
+        handle.extra["claimed_as"] = str(claimed)
     return OwnedWorkload(
-        session_id=sid,
-        user=str(annotations.get(mf.ANNOTATION_USER) or labels.get(mf.LABEL_USER) or ""),
+        session_id=str(claimed or sid),
+        user=str(
+            annotations[mf.ANNOTATION_USER]  # "" for a standby: no label stands in for it
+            if mf.ANNOTATION_USER in annotations
+            else labels.get(mf.LABEL_USER) or ""
+        ),
         template=str(
             annotations.get(mf.ANNOTATION_TEMPLATE) or labels.get(mf.LABEL_TEMPLATE) or ""
         ),

@@ -24,6 +24,7 @@ from typing import Any
 from backend.templates import Template
 
 __all__ = [
+    "ANNOTATION_CLAIMED",
     "ANNOTATION_TEMPLATE",
     "ANNOTATION_USER",
     "CONTAINER_NAME",
@@ -51,6 +52,10 @@ LABEL_USER = "podwarden.io/user"
 LABEL_TEMPLATE = "podwarden.io/template"
 ANNOTATION_USER = "podwarden.io/user"
 ANNOTATION_TEMPLATE = "podwarden.io/template"
+ANNOTATION_CLAIMED = "podwarden.io/claimed-as"
+"""On a claimed standby's Deployment and pod: the session id it now serves. Object names
+and the ``session`` label (the Deployment's selector) cannot change without a new pod,
+so they keep the standby's id."""
 MANAGED_BY = "podwarden"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 """Label selector of everything podwarden owns in a namespace."""

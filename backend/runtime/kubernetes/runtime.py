@@ -48,6 +48,7 @@ from backend.runtime.base import (
 from backend.runtime.kubernetes import manifests as mf
 from backend.runtime.kubernetes.apierrors import BACKOFF, is_retryable, truncate
 from backend.runtime.kubernetes.caches import SessionCaches, meta
+from backend.runtime.kubernetes.claim import claim_workload, session_id_of
 from backend.runtime.kubernetes.cleanup import delete_session
 from backend.runtime.kubernetes.client import KubeClient, Sleep
 from backend.runtime.kubernetes.connect import load_connection
@@ -236,7 +237,7 @@ class KubernetesRuntime:
         self._lost_reported.add(sid)
         self._stop_follower(sid)
         if self._lost is not None:
-            self._lost(sid, f"Deployment {sid} was deleted outside podwarden")
+            self._lost(session_id_of(obj) or sid, f"Deployment {sid} was deleted outside podwarden")
 
     # ------------------------------------------------------------------ start
     async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
@@ -324,7 +325,7 @@ class KubernetesRuntime:
             pod=name,
             node=str((pod.get("spec") or {}).get("nodeName") or ""),
         )
-        self._ensure_follower(client, handle.ref, name)
+        self._ensure_follower(client, handle, name)
         return WorkloadHandle(
             runtime=self.name,
             ref=handle.ref,
@@ -334,16 +335,19 @@ class KubernetesRuntime:
         )
 
     # ------------------------------------------------------------------ logs
-    def _ensure_follower(self, client: KubeClient, sid: str, pod: str) -> None:
+    def _ensure_follower(self, client: KubeClient, handle: WorkloadHandle, pod: str) -> None:
         if not self._follow_logs:
             return
+        sid = handle.ref
+        logs_as = handle.extra.get("claimed_as") or sid  # a claimed standby's session
         current = self._followers.get(sid)
         if current is not None and current.pod == pod and current.running:
+            current.session_id = logs_as
             return
         if current is not None:
             current.stop()
         follower = LogFollower(
-            client, client.namespace, sid, pod, self._logs, asyncio.get_running_loop()
+            client, client.namespace, logs_as, pod, self._logs, asyncio.get_running_loop()
         )
         self._followers[sid] = follower
         follower.start()
@@ -405,6 +409,20 @@ class KubernetesRuntime:
             )
         except KubernetesError as e:
             raise StartError(f"keepalive {path} failed: {e.message}") from e
+
+    # ------------------------------------------------------------------ standby
+    claim_writes_files = False
+    """A claim cannot write a credentials file into a running pod: credentials start
+    a fresh session."""
+
+    async def claim(self, handle: WorkloadHandle, spec: WorkloadSpec) -> WorkloadHandle:
+        """Relabel a standby's Deployment and pod for ``spec``'s session (``claim``)."""
+        client, caches = await self._connected()
+        claimed = await claim_workload(client, caches, handle, spec)
+        pod = caches.ready_pod(handle.ref)
+        if pod is not None:
+            self._ensure_follower(client, claimed, str(meta(pod).get("name")))
+        return claimed
 
     # ------------------------------------------------------------------ stop
     async def stop(self, handle: WorkloadHandle, grace: float) -> CleanupReport:
@@ -474,7 +492,7 @@ class KubernetesRuntime:
 
         pod = caches.ready_pod(sid)
         if pod is not None:
-            self._ensure_follower(client, sid, str(meta(pod).get("name")))
+            self._ensure_follower(client, handle, str(meta(pod).get("name")))
         return await open_portforward_tunnel(
             client,
             client.namespace,

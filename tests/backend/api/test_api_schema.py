@@ -72,6 +72,10 @@ def test_schema_documents_every_route_and_error(schema_server: ThreadedServer) -
         "/events/recent",
         "/metrics",
         "/orphans/{session_id}",
+        "/sessions/{session_id}/pin",
+        "/sessions/{session_id}/unpin",
+        "/pool/drain",
+        "/pool/undrain",
     }
     assert paths["/health"]["get"]["security"] == []
     post = paths["/sessions"]["post"]

@@ -34,6 +34,10 @@ SESSION_KEYS = {
     "runtime",
     "last_error",
     "cleanup",
+    "last_active_at",
+    "pinned",
+    "standby",
+    "cull_at",
 }
 
 
