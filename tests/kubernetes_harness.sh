@@ -61,12 +61,16 @@ up() {
   local state
   state="$(mktemp -d "$logs/podwarden-k8s.XXXXXX")"
   local ports
-  read -r -a ports <<<"$(free_ports 5)"
+  read -r -a ports <<<"$(free_ports 6)"
+  # Pods get IPs from a /24 of 127/8 of their own, so two instances (a second checkout, a
+  # benchmark, a second cluster) never serve two pods on one address and port.
+  local pod_range="${K8S_POD_IP_RANGE:-127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)).0/24}"
   local up_log="$state/up.log"
-  say "starting it in $state (apiserver on 127.0.0.1:${ports[2]})"
+  say "starting it in $state (apiserver on 127.0.0.1:${ports[2]}, pods in $pod_range)"
   if ! K8S_ETCD_CLIENT_PORT="${ports[0]}" K8S_ETCD_PEER_PORT="${ports[1]}" \
        K8S_APISERVER_PORT="${ports[2]}" K8S_KCM_PORT="${ports[3]}" \
-       K8S_SCHED_PORT="${ports[4]}" \
+       K8S_SCHED_PORT="${ports[4]}" K8S_KUBELET_PORT="${ports[5]}" \
+       K8S_POD_IP_RANGE="$pod_range" \
        "$harness/k8s-up" "$state" >"$up_log" 2>&1; then
     tail -20 "$up_log" >&2 || true
     "$harness/k8s-down" "$state" >/dev/null 2>&1 || true

@@ -114,7 +114,7 @@ async def test_create_ready_verify_and_clean_up(cluster: Factory) -> None:
     handle = await runtime.start(spec, lambda _: None)
     ready = await runtime.wait_ready(handle, spec, 30, lambda _: None)
     assert time.monotonic() - started < 10
-    assert ready.host.startswith("127.0.0.") and ready.port == 3000
+    assert ready.host.startswith("127.") and ready.port == 3000  # the pod IP
     assert ready.extra["pod"].startswith(session_id)
 
     deployment = await client.get(DEPLOYMENTS, ns, session_id)
