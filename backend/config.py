@@ -158,9 +158,11 @@ class KubernetesSettings:
     """Seconds to wait for every object of a session to be gone."""
     reconcile_interval: float = 30.0
     """Seconds between drift checks of pool against the runtime (local runtime too)."""
-    delete_propagation: str = "Foreground"
-    """``Foreground`` (the Deployment goes only after its pods) or ``Background`` (faster
-    under load; podwarden verifies every object is gone either way)."""
+    delete_propagation: str = "Background"
+    """``Background`` (the default: the Deployment goes at once, its ReplicaSets and pods
+    after it) or ``Foreground`` (the Deployment goes only after its pods, through the
+    garbage collector's rate-limited finalizer work). podwarden verifies every object is
+    gone either way."""
 
 
 @dataclass

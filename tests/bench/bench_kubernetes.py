@@ -218,9 +218,9 @@ def main() -> int:
     parser.add_argument("--kubeconfig", default=os.environ.get("PODWARDEN_TEST_KUBECONFIG"))
     parser.add_argument(
         "--propagation",
-        default="Foreground",
+        default="Background",
         choices=("Foreground", "Background"),
-        help="how the Deployment is deleted (podwarden uses Foreground)",
+        help="how the Deployment is deleted (podwarden's default is Background)",
     )
     args = parser.parse_args()
     started_here = None

@@ -4,19 +4,20 @@
 last word is the API server's, not a cache's: the watch caches say when to look, five
 requests confirm. The sequence:
 
-1. delete the Deployment (foreground propagation), the Service and the Secret at once;
+1. delete the Deployment (background propagation by default), the Service and the Secret
+   at once;
    after the Deployment, delete the session's ReplicaSets and Pods by label directly;
 2. sleep on the session's watch events until the caches hold nothing of it, then ask the
    API server (Deployment, Service and Secret by name, ReplicaSets and Pods by label);
 3. whatever is still there after ``delete_timeout`` is a leftover, reported with the API
    server's reason when a delete was refused.
 
-Why delete ReplicaSets and Pods ourselves: foreground propagation keeps the Deployment
-until its pods are gone, and the garbage collector would get there alone, but it works
-through a rate-limited client (20 requests/s by default): fifty sessions stopped at once
-took it over half a minute on the test control plane. The ReplicaSets can no longer make
-pods (their Deployment is being deleted), so removing them, then the pods, leaves the
-collector one finalizer per Deployment.
+Why delete ReplicaSets and Pods ourselves: the garbage collector would get there alone, but
+it works through a rate-limited client (20 requests/s by default), and foreground
+propagation (still selectable) also keeps the Deployment until its pods are gone: fifty
+sessions stopped at once took it over half a minute on the test control plane. The
+ReplicaSets can no longer make pods (their Deployment is being deleted), so removing them,
+then the pods, leaves the collector little to do.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class KubernetesRuntime:
         backoff: tuple[float, ...] = BACKOFF,
         sleep: Sleep | None = None,
         follow_logs: bool = True,
-        propagation: str = "Foreground",
+        propagation: str = "Background",
         admit: Admission | None = None,
     ) -> None:
         """``admit``: which local connections a tunnel lets through (``backend.peers``)."""

@@ -338,7 +338,7 @@ async def test_stop_deletes_in_the_foreground_and_verifies(
     assert deletes == [
         (
             "deployments",
-            {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"},
+            {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
         ),
         ("secrets", {"apiVersion": "v1", "kind": "DeleteOptions"}),
         ("services", {"apiVersion": "v1", "kind": "DeleteOptions"}),
