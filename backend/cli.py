@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -242,9 +242,7 @@ def _health_url(args: argparse.Namespace) -> str:
 
 
 def _health(args: argparse.Namespace) -> int:
-    import asyncio
 
-    from backend.errors import BackendUnreachable, PodwardenError
     from backend.http_client import HttpClient
 
     url = _health_url(args)
@@ -253,14 +251,9 @@ def _health(args: argparse.Namespace) -> int:
         async with HttpClient(url, timeout=args.timeout) as client:
             return await client.health()
 
-    try:
-        document = asyncio.run(fetch())
-    except BackendUnreachable as e:
-        print(f"podwarden: unreachable: {e.message}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except PodwardenError as e:
-        print(f"podwarden: health check failed: {e.message}", file=sys.stderr)
-        return EXIT_FAILED
+    document = _ask_server(fetch, "health check")
+    if isinstance(document, int):
+        return document
     print(json.dumps(document, indent=2))
     if document.get("status") == "draining" and not document.get("degraded_reasons"):
         print("podwarden: draining: no new sessions are admitted", file=sys.stderr)
@@ -274,10 +267,9 @@ def _health(args: argparse.Namespace) -> int:
 
 def _drain(args: argparse.Namespace) -> int:
     """``podwarden drain`` / ``undrain`` against the running server."""
-    import asyncio
 
     from backend.api.token import TOKEN_ENV, read_token_file, token_path
-    from backend.errors import BackendUnreachable, PodwardenError
+    from backend.errors import PodwardenError
     from backend.http_client import HttpClient
 
     url = _health_url(args)
@@ -296,16 +288,29 @@ def _drain(args: argparse.Namespace) -> int:
                 return await client.drain(evict_idle=args.evict_idle)
             return await client.undrain()
 
+    document = _ask_server(call, args.command)
+    if isinstance(document, int):
+        return document
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def _ask_server(
+    request: Callable[[], Coroutine[Any, Any, dict[str, Any]]], what: str
+) -> dict[str, Any] | int:
+    """Run one request against the server: its answer, or the exit code after saying why."""
+    import asyncio
+
+    from backend.errors import BackendUnreachable, PodwardenError
+
     try:
-        document = asyncio.run(call())
+        return asyncio.run(request())
     except BackendUnreachable as e:
         print(f"podwarden: unreachable: {e.message}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except PodwardenError as e:
-        print(f"podwarden: {args.command} failed: {e.message}", file=sys.stderr)
+        print(f"podwarden: {what} failed: {e.message}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(document, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from backend.background import BackgroundTask
 from backend.events import EventKind
 from backend.pool import SessionPool
 from backend.pool_policy import format_duration
@@ -44,26 +45,20 @@ class Culler:
     def __init__(self, pool: SessionPool, *, sleep: Sleep = asyncio.sleep) -> None:
         self.pool = pool
         self._sleep = sleep
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("podwarden: culler")
         self.rounds = 0
         self.last_round_at: float | None = None
         """Pool-clock time of the last round: "idle now" means nothing since then."""
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="podwarden: culler"
-            )
+        self._loop.start(self._run)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

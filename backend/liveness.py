@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from backend.background import BackgroundTask
 from backend.models import Session, SessionState
 from backend.pool import SessionPool
 
@@ -31,24 +32,18 @@ class LivenessChecker:
         self.pool = pool
         self._sleep = sleep
         self._concurrency = concurrency
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("podwarden: liveness")
         self.rounds = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="podwarden: liveness"
-            )
+        self._loop.start(self._run)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

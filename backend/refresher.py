@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from backend.background import BackgroundTask
 from backend.errors import PodwardenError, RuntimeUnavailable
 from backend.events import EventKind
 from backend.models import Session, SessionState
@@ -43,32 +44,25 @@ class Refresher:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._retry_delay = retry_delay
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("podwarden: refresher")
         self.rounds = 0
         self.last_round_at: float | None = None
 
     def start(self) -> None:
         """Run rounds in a named background task."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="podwarden: refresher"
-            )
+        self._loop.start(self._run)
 
     @property
     def running(self) -> bool:
         """False if the loop has ended (it only ends when stopped, or on a bug)."""
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def wait_stopped(self) -> None:
         """Wait until the loop has ended."""
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._loop.wait_stopped()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     def next_delay(self) -> float:
         """The interval, shifted by up to ± jitter of it."""

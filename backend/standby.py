@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 
+from backend.background import BackgroundTask
 from backend.models import SessionState
 from backend.pool import SessionPool
 
@@ -33,7 +34,7 @@ class StandbyKeeper:
     def __init__(self, pool: SessionPool) -> None:
         self.pool = pool
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundTask("podwarden: standby keeper")
         pool.standby_wakeup = self._wake.set
 
     @property
@@ -42,21 +43,16 @@ class StandbyKeeper:
         return {n: t.standby for n, t in self.pool.settings.templates.items() if t.standby > 0}
 
     def start(self) -> None:
-        if self._task is None and self.wanted:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="podwarden: standby keeper"
-            )
+        if self.wanted:
+            self._loop.start(self._run)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def stop(self) -> None:
         self.pool.standby_wakeup = None
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         interval = self.pool.settings.pool.activity_interval

@@ -10,7 +10,7 @@ descriptors, start time): the figures an operator alerts on. Counter names end i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -38,6 +38,15 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=float(value))
+
+
+def _counters_by(
+    name: str, help_text: str, label: str, counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
 
 
 class PoolCollector(Collector):
@@ -178,14 +187,12 @@ def _policy_metrics(backend: Backend) -> Iterator[Metric]:
         "podwarden_draining", "1 while the pool admits no new sessions.", pool.drain.active
     )
     yield _counter("podwarden_culled", "Sessions stopped after their idle timeout.", metrics.culled)
-    aged = CounterMetricFamily(
+    yield _counters_by(
         "podwarden_aged_out",
         "Sessions stopped at their maximum age: while idle, or busy after the grace.",
-        labels=["when"],
+        "when",
+        metrics.aged_out,
     )
-    for when, count in metrics.aged_out.items():
-        aged.add_metric([when], count)
-    yield aged
     yield _counter(
         "podwarden_drained_idle", "Idle sessions stopped by a drain.", metrics.drained_idle
     )
@@ -194,18 +201,13 @@ def _policy_metrics(backend: Backend) -> Iterator[Metric]:
         "New sessions refused while draining.",
         metrics.refused_draining,
     )
-    pins = CounterMetricFamily("podwarden_pin_changes", "Pins and unpins.", labels=["change"])
-    for change, count in metrics.pins.items():
-        pins.add_metric([change], count)
-    yield pins
-    outcomes = CounterMetricFamily(
+    yield _counters_by("podwarden_pin_changes", "Pins and unpins.", "change", metrics.pins)
+    yield _counters_by(
         "podwarden_standby",
         "Standby outcomes: claimed, missed (none ready), fallback (dead at claim), refilled.",
-        labels=["outcome"],
+        "outcome",
+        metrics.standby,
     )
-    for outcome, count in metrics.standby.items():
-        outcomes.add_metric([outcome], count)
-    yield outcomes
     yield _counter(
         "podwarden_standby_yielded",
         "Standby sessions stopped to give their slot to a user's session.",
