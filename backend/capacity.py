@@ -265,6 +265,17 @@ class Capacity:
                 waiter.future.cancel()
             self._drop_done()
 
+    def withdraw_waiters(self, refusal: Callable[[str], BaseException]) -> int:
+        """Fail every waiting acquire with ``refusal(user)`` (a drain began); how many."""
+        withdrawn = 0
+        for waiter in self._queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(refusal(waiter.user))
+                withdrawn += 1
+        self._drop_done()
+        self._arm_idle_timer()
+        return withdrawn
+
     def _expire(self, waiter: _Waiter) -> None:
         if waiter.future.done():
             return

@@ -211,11 +211,16 @@ class PolicyVerbs:
         if self.store is not None:
             self.store.set_flag(DRAIN_FLAG, self.drain.to_flag())
         if active:
+            # Those queued for room would start new sessions: they get the drain's answer now,
+            # not a start once room frees up (or a queue timeout much later).
+            withdrawn = self.capacity.withdraw_waiters(self.refuse_new)
             self.bus.publish(
                 EventKind.DRAINING,
                 "pool draining: no new sessions"
-                + ("; idle sessions are stopped" if evict_idle else ""),
+                + ("; idle sessions are stopped" if evict_idle else "")
+                + (f"; {withdrawn} queued request(s) refused" if withdrawn else ""),
                 evict_idle=evict_idle,
+                withdrawn=withdrawn,
             )
         elif was:
             self.bus.publish(EventKind.UNDRAINED, "pool undrained: new sessions admitted again")

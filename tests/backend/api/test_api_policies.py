@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -108,6 +109,34 @@ async def test_drain_refuses_new_sessions_serves_reuse_and_says_so_in_health(
     assert undrained.json() == {"draining": False, "since": None, "evict_idle": False}
     assert (await api.post("/sessions", json={"user": "bo"})).status_code == 200
     assert (await api.get("/health")).json()["status"] == "healthy"
+
+
+async def test_a_drain_refuses_the_requests_already_queued_for_room(
+    api: httpx.AsyncClient, memory_backend: Backend
+) -> None:
+    pool = memory_backend.settings.pool
+    pool.when_full, pool.max_sessions, pool.queue_timeout = "queue", 1, 30
+    kept = (await api.post("/sessions", json={"user": "ana"})).json()["session_id"]
+    queued = memory_backend.bus.subscribe(kinds={EventKind.QUEUED})
+    waiting = [
+        asyncio.create_task(api.post("/sessions", json={"user": user})) for user in ("bo", "cy")
+    ]
+    for _ in waiting:
+        assert await asyncio.wait_for(queued.get(), 5) is not None
+    queued.close()
+    assert memory_backend.pool.queued == 2
+    await api.post("/pool/drain", json={})
+    answers = await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    for answer in answers:
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "60"
+        assert error_of(answer)["code"] == "draining"
+    assert memory_backend.pool.queued == 0
+    assert memory_backend.pool.metrics.refused_draining == 2
+    drained = next(e for e in memory_backend.bus.recent(50) if e.kind is EventKind.DRAINING)
+    assert drained.data["withdrawn"] == 2 and "2 queued request(s) refused" in drained.message
+    sessions = (await api.get("/sessions")).json()
+    assert [s["session_id"] for s in sessions if s["state"] != "terminated"] == [kept]
+    assert memory_backend.pool.active_count == 1
 
 
 async def test_a_drain_survives_a_restart(settings: Settings) -> None:
