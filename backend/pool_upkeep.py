@@ -23,7 +23,7 @@ from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
-from backend.models import Session, SessionState
+from backend.models import STANDBY_USER, Session, SessionState
 from backend.record import Flight, Key, SessionRecord
 from backend.runtime.base import Runtime
 from backend.store import Store
@@ -333,9 +333,10 @@ class UpkeepVerbs:
     ) -> None:
         """Register a session found alive at start-up; ``finish_adoption`` orders them."""
         key = (session.user, session.template)
+        session.standby = session.user == STANDBY_USER
         record = SessionRecord(
             session,
-            primary=primary and key not in self._primary,
+            primary=primary and not session.standby and key not in self._primary,
             port=self.ports.allocate(port),
             credential_names=credential_names,
             announced=True,
@@ -343,6 +344,8 @@ class UpkeepVerbs:
         record.checked_at = self.clock()
         self._records[session.session_id] = record
         self.capacity.take(session.user)
+        if session.standby:
+            self.capacity.add_standby(session)
         if record.primary:
             self._primary[key] = record
 

@@ -5,6 +5,8 @@ next start every workload the runtime owns is matched with the store:
 
 - known to the store and alive: re-adopted with the same id, user and (when still free)
   tunnel port; one that was still starting finishes its start;
+- an unclaimed standby: re-adopted as a standby, up to its template's ``standby`` count
+  (so a restart does not throw warm workloads away and start them again);
 - alive but unknown to the store (the backend died between spawning and writing): adopted
   from what the workload records about itself, or stopped (``unknown_workloads``);
 - known to the store as ending (terminating, failed): stopped;
@@ -51,13 +53,22 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
 
     keep: list[tuple[OwnedWorkload, StoredSession | None]] = []
     users: dict[str, int] = {}
-    for workload in sorted(owned, key=recency, reverse=True):
+    standbys: dict[str, int] = {}
+    # Users' sessions first, most recently used first; standbys take what room is left.
+    for workload in sorted(owned, key=lambda w: (w.user != STANDBY_USER, recency(w)), reverse=True):
         row = stored.get(workload.session_id)
         why = _reason_to_stop(pool, workload, row, adopt_unknown)
         if why is None and len(keep) >= max_sessions:
             why = "over capacity after restart (least recently used)"
         per_user = pool.settings.pool.max_sessions_per_user
-        if why is None and per_user is not None and users.get(workload.user, 0) >= per_user:
+        if workload.user == STANDBY_USER:
+            if why is None:
+                wanted = pool.settings.templates[workload.template].standby
+                if standbys.get(workload.template, 0) >= wanted:
+                    why = f"more standbys than {workload.template}'s standby = {wanted}"
+                else:
+                    standbys[workload.template] = standbys.get(workload.template, 0) + 1
+        elif why is None and per_user is not None and users.get(workload.user, 0) >= per_user:
             why = "over the per-user limit after restart"
         if why is not None:
             await _stop(pool, workload, why)
@@ -81,7 +92,8 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         pool.apply_policy(session)
         pool.bus.publish(
             EventKind.ADOPTED,
-            f"{session.session_id} re-adopted after restart ({session.state.value})",
+            f"{'standby ' if session.standby else ''}{session.session_id} re-adopted after "
+            f"restart ({session.state.value})",
             session_id=session.session_id,
             user=session.user,
         )
@@ -115,8 +127,6 @@ def _reason_to_stop(
 ) -> str | None:
     if not workload.alive:
         return "workload found dead after restart"
-    if workload.user == STANDBY_USER:
-        return "an unclaimed standby workload from before the restart (started anew)"
     if workload.template not in pool.settings.templates:
         return f"template {workload.template!r} is no longer configured"
     if row is None:

@@ -143,29 +143,57 @@ async def test_a_standby_killed_just_before_the_claim_is_never_handed_out(
     assert not pid_alive(dead)
 
 
-async def test_standby_workloads_from_before_a_restart_are_replaced(
+async def test_standby_workloads_from_before_a_restart_are_re_adopted_not_replaced(
     standby_settings: Settings,
 ) -> None:
     first = Backend(standby_settings)
     events = first.bus.subscribe(kinds={EventKind.READY})
     await first.start()
-    (old,) = await standby_ready(events, first)
-    kept = (await first.pool.acquire("ana")).session.session_id
     await standby_ready(events, first)
-    old_pids = {int(s.handle.ref) for s in first.pool.standby_sessions() if s.handle}
+    kept = (await first.pool.acquire("ana")).session.session_id
+    (spare,) = await standby_ready(events, first)
+    spare_pid = int(first.pool.get(spare).handle.ref)  # type: ignore[union-attr]
     await first.stop()
     events.close()
     second = Backend(standby_settings)
-    events = second.bus.subscribe(kinds={EventKind.READY})
     try:
         await second.start()
-        assert second.recovery is not None and kept in second.recovery.adopted
+        assert second.recovery is not None
+        assert {kept, spare} <= set(second.recovery.adopted)
         assert second.pool.get(kept).state is SessionState.READY
-        fresh = await standby_ready(events, second)
-        assert old not in fresh
-        assert all(not pid_alive(pid) for pid in old_pids)
+        assert [s.session_id for s in second.pool.standby_sessions()] == [spare]
+        assert second.pool.get(spare).state is SessionState.READY and pid_alive(spare_pid)
+        assert second.pool.metrics.standby["refilled"] == 0
+        claimed = await second.pool.acquire("bo")
+        assert claimed.is_new_session and claimed.took_ms < LOGIN * 1000
+        assert int(claimed.session.handle.ref) == spare_pid  # type: ignore[union-attr]
+        assert claimed.session.tunnel is not None
+        status, body = await http_get(claimed.session.tunnel.port, "/whoami")
+        assert status == 200 and json.loads(body)["user"] == "bo"
     finally:
-        events.close()
+        await second.stop(stop_sessions=True)
+    assert workload_pids(standby_settings.state_dir) == set()
+
+
+async def test_standbys_beyond_the_configured_count_are_stopped_at_restart(
+    standby_settings: Settings,
+) -> None:
+    first = Backend(standby_settings)
+    events = first.bus.subscribe(kinds={EventKind.READY})
+    await first.start()
+    (spare,) = await standby_ready(events, first)
+    spare_pid = int(first.pool.get(spare).handle.ref)  # type: ignore[union-attr]
+    await first.stop()
+    events.close()
+    standby_settings.templates["demo"].standby = 0
+    second = Backend(standby_settings)
+    try:
+        await second.start()
+        assert second.recovery is not None and spare in second.recovery.stopped
+        assert second.pool.standby_sessions() == [] and not pid_alive(spare_pid)
+        removed = [e for e in second.bus.recent(50) if e.kind is EventKind.ORPHAN_REMOVED]
+        assert any("more standbys than demo's standby = 0" in e.message for e in removed)
+    finally:
         await second.stop(stop_sessions=True)
     assert workload_pids(standby_settings.state_dir) == set()
 
