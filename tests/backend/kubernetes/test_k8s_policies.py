@@ -79,7 +79,7 @@ def ready_standby(backend: Backend) -> str | None:
     return ready[0].session_id if ready else None
 
 
-async def test_a_standby_pod_is_claimed_by_relabelling_and_survives_a_restart(
+async def test_a_standby_pod_is_claimed_by_relabelling_and_both_survive_a_restart(
     kube_settings: Settings, cleanup_namespace: None
 ) -> None:
     backend = Backend(kube_settings)
@@ -108,6 +108,7 @@ async def test_a_standby_pod_is_claimed_by_relabelling_and_survives_a_restart(
         assert deployment["metadata"]["annotations"][mf.ANNOTATION_USER] == "alice"
         refill = await until(lambda: ready_standby(backend))
         assert refill != standby_id
+        (refill_pod,) = (await client.list(PODS, ns, mf.session_selector(refill)))[0]
     finally:
         await backend.stop()
 
@@ -118,10 +119,17 @@ async def test_a_standby_pod_is_claimed_by_relabelling_and_survives_a_restart(
         assert session.session_id in again.recovery.adopted
         adopted = again.pool.get(session.session_id)
         assert adopted.user == "alice" and adopted.state is SessionState.READY
-        assert refill in again.recovery.stopped, "an unclaimed standby is started anew"
+        assert refill in again.recovery.adopted, "an unclaimed standby is kept, not replaced"
+        assert [s.session_id for s in again.pool.standby_sessions()] == [refill]
+        client = again.runtime.client  # type: ignore[attr-defined]
+        pods, _ = await client.list(PODS, ns, mf.session_selector(refill))
+        assert [p["metadata"]["uid"] for p in pods] == [refill_pod["metadata"]["uid"]]
         reused = await again.pool.acquire("alice")
         assert reused.session is adopted and reused.is_new_session is False
-        await until(lambda: ready_standby(again))
+        assert await until(lambda: ready_standby(again)) == refill
+        bob = await again.pool.acquire("bob")
+        assert bob.is_new_session and bob.session.handle is not None
+        assert bob.session.handle.ref == refill, "claimed the re-adopted standby"
     finally:
         await again.stop(stop_sessions=True)
 
