@@ -85,6 +85,9 @@ class CleanupReport:
 
     duration_s: float
     leftovers: tuple[str, ...] = ()
+    verified_kinds: tuple[str, ...] = ()
+    """What the runtime confirmed gone, by kind (``Deployment``, ``Service``, ``Pod``...);
+    empty where a runtime does not say."""
 
     @property
     def verified(self) -> bool:

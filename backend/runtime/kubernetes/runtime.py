@@ -476,15 +476,17 @@ class KubernetesRuntime:
         self._stopping.add(sid)
         self._stop_follower(sid)
         self._pods.forget(sid)
+        verified: tuple[str, ...] = ()
         try:
             client, caches = await self._connected()
-            leftovers = await delete_session(
+            deleted = await delete_session(
                 client,
                 caches,
                 sid,
                 propagation=self._propagation,
                 timeout=self.settings.delete_timeout,
             )
+            leftovers, verified = deleted.leftovers, deleted.verified_kinds
         except (ConfigError, RuntimeUnavailable) as e:
             leftovers = [f"unknown: {truncate(e.message, 200)}"]
         finally:
@@ -492,7 +494,7 @@ class KubernetesRuntime:
             self._stopped[sid] = None
             while len(self._stopped) > 4096:
                 self._stopped.popitem(last=False)
-        return CleanupReport(time.monotonic() - started, tuple(leftovers))
+        return CleanupReport(time.monotonic() - started, tuple(leftovers), verified)
 
     # ------------------------------------------------------------------ recovery
     async def _snapshot(self) -> Snapshot:

@@ -177,6 +177,16 @@ async def test_a_replaced_pod_keeps_the_port_and_everything_follows_the_new_one(
     )
     assert backend.pool.active_count == 1
 
+    # Deleting it verifies every kind it had gone, the replacement pod too, and says so.
+    with backend.bus.subscribe(kinds={EventKind.CLEANUP_VERIFIED}) as cleanups:
+        await backend.pool.terminate(sid)
+        cleanup = await asyncio.wait_for(cleanups.get(), 30)
+    assert cleanup is not None and cleanup.session_id == sid
+    assert cleanup.data["verified_kinds"] == ["Deployment", "ReplicaSet", "Pod", "Service"]
+    assert "Deployment, ReplicaSet, Pod, Service gone" in cleanup.message
+    assert await ready_pods(client, sid) == []
+    assert session.cleanup is not None and session.cleanup.startswith("verified")
+
 
 async def test_a_replacement_that_cannot_start_fails_with_the_clusters_reason(
     backend: Backend,
