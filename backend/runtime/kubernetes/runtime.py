@@ -259,10 +259,10 @@ class KubernetesRuntime:
             return
         pod = self._caches.ready_pod(sid)
         name = str(meta(pod).get("name")) if pod is not None else ""
-        if name == served.pod:
+        if name == served.pod and not served.unready:
             return
         old = served.pod
-        ended = served.end_connections(old)
+        ended = served.end_connections(old) if name != old else 0
         if pod is None:
             if not served.unready:
                 served.unready = True
@@ -271,9 +271,10 @@ class KubernetesRuntime:
                     self._moved(served.session_id, None, f"pod {old} is no longer ready")
             return
         handle = self._became_ready(self.client, served.handle, pod)
-        log.info("%s: pod %s replaced by %s", sid, old, name)
+        why = f"pod {old} replaced by {name}" if name != old else f"pod {name} is ready again"
+        log.info("%s: %s", sid, why)
         if self._moved is not None:
-            self._moved(served.session_id, handle, f"pod {old} replaced by {name}")
+            self._moved(served.session_id, handle, why)
 
     # ------------------------------------------------------------------ start
     async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
