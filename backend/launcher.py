@@ -125,11 +125,14 @@ class Launcher:
             session.handle = await self.runtime.wait_ready(
                 session.handle, spec, template.ready_timeout, _phase_setter(session)
             )
-        except (StartError, RuntimeUnavailable) as e:
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a runtime bug too: never leave the workload behind
             await self.close_tunnel(record)
             await self.stop_workload(record, "its replacement did not get ready")
+            why = e.message if isinstance(e, PodwardenError) else f"unexpected error: {e!r}"
             raise StartError(
-                f"its pod was replaced and the new one did not get ready: {e.message}",
+                f"its pod was replaced and the new one did not get ready: {why}",
                 retryable=False,
             ) from e
 
