@@ -28,6 +28,8 @@ class StopOutcome:
 
     duration_s: float
     leftovers: list[str] = field(default_factory=list)
+    verified_kinds: tuple[str, ...] = ()
+    """The kinds of object the runtime confirmed gone (Kubernetes: ``Deployment``...)."""
 
     @property
     def verified(self) -> bool:
@@ -68,15 +70,17 @@ class WorkloadStopper:
         fails is a leftover, reported."""
         started = time.monotonic() if started is None else started
         leftovers: list[str] = []
+        verified: tuple[str, ...] = ()
         if handle is not None:
             try:
                 report = await self.runtime.stop(handle, self.grace())
                 leftovers.extend(report.leftovers)
+                verified = report.verified_kinds
             except PodwardenError as e:
                 leftovers.append(f"stop failed: {e.message}")
             except Exception as e:  # never leave a caller stuck on a runtime bug
                 leftovers.append(f"stop failed: {e!r}")
-        outcome = StopOutcome(time.monotonic() - started, leftovers)
+        outcome = StopOutcome(time.monotonic() - started, leftovers, verified)
         if leftovers:
             self.metrics.cleanup_leftovers += 1
             self.bus.publish(
@@ -86,6 +90,7 @@ class WorkloadStopper:
                 user=user,
                 duration_s=round(outcome.duration_s, 3),
                 leftovers=leftovers,
+                verified_kinds=list(verified),
                 reason=why,
             )
         elif verified_kind is not None:
@@ -94,12 +99,14 @@ class WorkloadStopper:
                 if verified_kind is EventKind.ORPHAN_REMOVED
                 else "{} cleanup verified"
             )
+            gone = f": {', '.join(verified)} gone" if verified else ""
             self.bus.publish(
                 verified_kind,
-                f"{what.format(session_id)} in {outcome.duration_s:.2f}s ({why})",
+                f"{what.format(session_id)} in {outcome.duration_s:.2f}s{gone} ({why})",
                 session_id=session_id,
                 user=user,
                 duration_s=round(outcome.duration_s, 3),
+                verified_kinds=list(verified),
                 reason=why,
             )
         return outcome

@@ -67,6 +67,8 @@ class EventKind(str, Enum):
     """A new session was served by claiming a warm standby workload."""
     STANDBY_REFILLED = "standby_refilled"
     """A standby workload was started to keep the template's standby count."""
+    POD_REPLACED = "pod_replaced"
+    """A session's pod was replaced (deleted, evicted): data ``old_pod``, ``new_pod``."""
     LOG = "log"
 
 

@@ -114,6 +114,28 @@ class Launcher:
             await self.stop_workload(record, "restarting an interrupted start")
         await self.start(record, template)
 
+    async def await_replacement(self, record: SessionRecord, template: Template) -> None:
+        """A ready session lost the pod that served it: wait (``wait_ready``) for the one
+        its ReplicaSet makes; the tunnel stays open on its port meanwhile. When none gets
+        ready, close the tunnel, stop the workload and raise the reason."""
+        session = record.session
+        assert session.handle is not None
+        spec = self.spec(record, template)
+        try:
+            session.handle = await self.runtime.wait_ready(
+                session.handle, spec, template.ready_timeout, _phase_setter(session)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a runtime bug too: never leave the workload behind
+            await self.close_tunnel(record)
+            await self.stop_workload(record, "its replacement did not get ready")
+            why = e.message if isinstance(e, PodwardenError) else f"unexpected error: {e!r}"
+            raise StartError(
+                f"its pod was replaced and the new one did not get ready: {why}",
+                retryable=False,
+            ) from e
+
     async def stop_workload(self, record: SessionRecord, why: str) -> None:
         """Stop the session's current workload as one step of a start (no event when
         verified; leftovers are reported)."""

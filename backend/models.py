@@ -229,7 +229,15 @@ class Session:
             "pinned": self.pinned,
             "standby": self.standby,
             "cull_at": self.cull_at(),
+            "pod": self.pod,
         }
+
+    @property
+    def pod(self) -> str | None:
+        """The Kubernetes pod its tunnel reaches now (None on other runtimes)."""
+        if self.handle is None or self.handle.runtime != "kubernetes":
+            return None
+        return self.handle.extra.get("pod") or None
 
     def _tunnel_dict(self) -> dict[str, Any] | None:
         if self.tunnel is None:

@@ -130,6 +130,9 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             settings.pool, lambda: self.clock(), self._evict, bus, self.metrics
         )
         runtime.set_workload_lost_callback(self._on_workload_lost)
+        moved = getattr(runtime, "set_workload_moved_callback", None)
+        if moved is not None:
+            moved(self._on_workload_moved)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -461,8 +464,9 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
     ) -> None:
         """Start (with retries), wait out the victim's cleanup, open the tunnel, go ready.
 
-        ``how``: ``fresh`` (a new session), ``recycle`` (replace the dead workload first)
-        or ``resume`` (a start interrupted by a restart: wait for the workload it made).
+        ``how``: ``fresh`` (a new session), ``recycle`` (replace the dead workload first),
+        ``resume`` (a start interrupted by a restart: wait for the workload it made) or
+        ``replace`` (its pod went away: wait for the new one, the tunnel stays open).
         """
         session = record.session
         flight = record.flight
@@ -474,8 +478,11 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             if how == "recycle":
                 await self._launcher.close_tunnel(record)
                 await self._launcher.stop_workload(record, "recycling")
+            old_pod = session.pod
             if how == "resume":
                 await self._launcher.resume(record, template)
+            elif how == "replace":
+                await self._launcher.await_replacement(record, template)
             else:
                 await self._launcher.start(record, template)
             if victim is not None:
@@ -483,7 +490,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
                 victim_record = self._records.get(victim.session_id)
                 if victim_record is not None and victim_record.stop_task is not None:
                     await asyncio.shield(victim_record.stop_task)
-            await self._launcher.open_tunnel(record)
+            if how != "replace" or record.tunnel is None:
+                await self._launcher.open_tunnel(record)
             if session.state is not SessionState.STARTING:
                 raise asyncio.CancelledError  # deleted while the last step ran
             session.transition(SessionState.READY)
@@ -515,6 +523,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             user=session.user,
             took_s=round(elapsed, 3),
         )
+        if how == "replace":
+            self.announce_pod_replaced(session, old_pod)
         self._save(record)
         self._end_flight(flight, session)
 

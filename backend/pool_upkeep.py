@@ -23,7 +23,7 @@ from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
-from backend.models import STANDBY_USER, Session, SessionState
+from backend.models import STANDBY_USER, Session, SessionState, WorkloadHandle
 from backend.record import Flight, Key, SessionRecord
 from backend.runtime.base import Runtime
 from backend.store import Store
@@ -242,6 +242,49 @@ class UpkeepVerbs:
             reason=reason,
         )
         self.mark_lost(record.session, reason)
+
+    def _on_workload_moved(
+        self, session_id: str, handle: WorkloadHandle | None, reason: str
+    ) -> None:
+        """The runtime says a ready session's pod went (``handle`` None: wait for the
+        replacement, as a start reuses join) or a new one serves it now."""
+        record = self._records.get(session_id)
+        if not self.running or record is None or record.session.handle is None:
+            return
+        session = record.session
+        if handle is None:
+            if session.state not in REUSABLE or record.flight is not None:
+                return
+            template = self.settings.templates.get(session.template)
+            if template is None:
+                self.mark_lost(session, reason)
+                return
+            session.transition(SessionState.STARTING)
+            session.phase = "waiting for a replacement pod"
+            self.capacity.lru_remove(session)
+            self._begin_flight(record, template, "replace")
+            return
+        if record.flight is not None or session.state not in REUSABLE:
+            return  # a start in flight (the replace one) picks the new pod up itself
+        old_pod = session.pod
+        session.handle = handle
+        self.announce_pod_replaced(session, old_pod)
+        self._save(record)
+
+    def announce_pod_replaced(self, session: Session, old_pod: str | None) -> None:
+        """The ``pod_replaced`` event, when the session's pod really changed."""
+        new_pod = session.pod
+        if not new_pod or new_pod == old_pod:
+            return
+        self.bus.publish(
+            EventKind.POD_REPLACED,
+            f"{session.session_id}: pod {old_pod} replaced by {new_pod}",
+            session_id=session.session_id,
+            user=session.user,
+            old_pod=old_pod,
+            new_pod=new_pod,
+            session=session.to_dict(),
+        )
 
     def mark_lost(self, session: Session, reason: str) -> None:
         """A ready session's workload is dead: recycle or remove it, as configured."""

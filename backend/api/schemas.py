@@ -137,6 +137,9 @@ class SessionOut(BaseModel):
         default=None,
         description="Epoch seconds when idle culling or the maximum age would stop it.",
     )
+    pod: str | None = Field(
+        default=None, description="The Kubernetes pod its tunnel reaches now (null: local)."
+    )
 
 
 class AcquireOut(SessionOut):

@@ -28,6 +28,7 @@ __all__ = [
     "RuntimeHealth",
     "Tunnel",
     "WorkloadLostCallback",
+    "WorkloadMovedCallback",
     "WorkloadSpec",
 ]
 
@@ -36,6 +37,12 @@ PhaseCallback = Callable[[str], None]
 
 WorkloadLostCallback = Callable[[str, str], None]
 """Called with (session_id, reason) when a runtime notices a workload died on its own."""
+
+WorkloadMovedCallback = Callable[[str, WorkloadHandle | None, str], None]
+"""Called with (session_id, handle, reason) when a ready session's workload moved under
+it: ``None`` when nothing serves it for now (its pod was deleted and the ReplicaSet is
+making another), then the new handle once the replacement is ready. Optional: a runtime
+that offers it has ``set_workload_moved_callback`` (Kubernetes)."""
 
 
 @dataclass
@@ -78,6 +85,9 @@ class CleanupReport:
 
     duration_s: float
     leftovers: tuple[str, ...] = ()
+    verified_kinds: tuple[str, ...] = ()
+    """What the runtime confirmed gone, by kind (``Deployment``, ``Service``, ``Pod``...);
+    empty where a runtime does not say."""
 
     @property
     def verified(self) -> bool:

@@ -12,6 +12,9 @@ requests confirm. The sequence:
 3. whatever is still there after ``delete_timeout`` is a leftover, reported with the API
    server's reason when a delete was refused.
 
+The result also names the kinds the session had (from the caches, or the API server when
+they are not current) that the API server confirmed gone: the cleanup event lists them.
+
 Why delete ReplicaSets and Pods ourselves: the garbage collector would get there alone, but
 it works through a rate-limited client (20 requests/s by default), and foreground
 propagation (still selectable) also keeps the Deployment until its pods are gone: fifty
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from backend.errors import KubeNotFound, KubernetesError
 from backend.runtime.kubernetes import manifests as mf
@@ -36,10 +40,42 @@ from backend.runtime.kubernetes.kinds import (
     REPLICASETS,
     SECRETS,
     SERVICES,
+    SESSION_KINDS,
     Kind,
 )
 
-__all__ = ["delete_session", "leftovers_from_api"]
+__all__ = ["Deleted", "delete_session", "leftovers_from_api"]
+
+TITLES = {
+    "deployment": "Deployment",
+    "replicaset": "ReplicaSet",
+    "pod": "Pod",
+    "service": "Service",
+    "secret": "Secret",
+}
+"""Kinds as Kubernetes spells them, for the cleanup event."""
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """How a session's deletion ended."""
+
+    leftovers: list[str]
+    """``kind/name`` of what is still there (empty: everything is gone)."""
+    verified_kinds: tuple[str, ...]
+    """The kinds it had that the API server confirmed gone (``Deployment``, ``Pod``...)."""
+
+
+def _kinds_of(names: list[str]) -> set[str]:
+    """The kinds among ``kind/name`` strings (not ``unknown: ...`` or ``error: ...``)."""
+    return {kind for kind in (name.split("/", 1)[0] for name in names) if kind in TITLES}
+
+
+def _deleted(had: set[str], leftovers: list[str]) -> Deleted:
+    left = _kinds_of(leftovers)
+    verified = tuple(TITLES[k.name] for k in SESSION_KINDS if k.name in had - left)
+    return Deleted(leftovers, verified)
+
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +128,15 @@ async def delete_session(
     *,
     propagation: str,
     timeout: float,
-) -> list[str]:
-    """Delete a session's objects; return what is left after ``timeout`` (empty: gone)."""
+) -> Deleted:
+    """Delete a session's objects; what is left after ``timeout`` and what is gone."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     ns = client.namespace
+    if caches.current():
+        had = {k.name for k in SESSION_KINDS if caches.objects(k, sid)}
+    else:
+        had = _kinds_of(await leftovers_from_api(client, sid))
     results = await asyncio.gather(
         _delete_workload(client, caches, sid, propagation),
         client.delete(SERVICES, ns, sid),
@@ -114,19 +154,20 @@ async def delete_session(
     if len(errors) == len(results):
         # Not one delete went through: waiting would not change what is there.
         leftovers = await leftovers_from_api(client, sid)
-        return leftovers + errors if leftovers else []
+        return _deleted(had, leftovers + errors if leftovers else [])
     while True:
         current = caches.current()
         pace: float | None = None
         if not current or not caches.leftovers(sid):
             leftovers = await leftovers_from_api(client, sid)
             if not leftovers:
-                return []
+                return _deleted(had, [])
+            had |= _kinds_of(leftovers)
             # The API server holds what the caches do not show (yet), or the watches are
             # down: ask it again shortly rather than wait for an event that may not come.
             pace = 0.5 if current else 1.0
         remaining = deadline - loop.time()
         if remaining <= 0:
             leftovers = await leftovers_from_api(client, sid)
-            return leftovers + errors if leftovers else []
+            return _deleted(had, leftovers + errors if leftovers else [])
         await caches.wait_change(sid, remaining if pace is None else min(pace, remaining))

@@ -26,12 +26,21 @@ from typing import Any
 from backend.runtime.kubernetes.client import KubeClient
 from backend.tunnels import Admission, Connector, TcpRelay
 
-__all__ = ["open_forward_socket", "open_portforward_tunnel", "portforward_connector"]
+__all__ = [
+    "ConnectionTracker",
+    "open_forward_socket",
+    "open_portforward_tunnel",
+    "portforward_connector",
+]
 
 log = logging.getLogger(__name__)
 
 PodResolver = Callable[[], Awaitable[str]]
 """Returns the name of the pod that serves the session now; raises ``OSError`` if none."""
+
+ConnectionTracker = Callable[[str, asyncio.Transport], None]
+"""Told (pod name, upstream transport) of every forwarded connection, so that the
+connections to a pod that went away can be ended (``podmoves``)."""
 
 
 def open_forward_socket(configuration: Any, namespace: str, pod: str, port: int) -> socket.socket:
@@ -60,7 +69,11 @@ def open_forward_socket(configuration: Any, namespace: str, pod: str, port: int)
 
 
 def portforward_connector(
-    client: KubeClient, namespace: str, resolve_pod: PodResolver, port: int
+    client: KubeClient,
+    namespace: str,
+    resolve_pod: PodResolver,
+    port: int,
+    track: ConnectionTracker | None = None,
 ) -> Connector:
     """A ``TcpRelay`` connector opening one port-forward stream per connection."""
 
@@ -81,6 +94,8 @@ def portforward_connector(
         except BaseException:
             sock.close()
             raise
+        if track is not None:
+            track(pod, transport)
         return transport
 
     return connect
@@ -96,7 +111,8 @@ async def open_portforward_tunnel(
     target: str,
     target_port: int,
     admit: Admission | None = None,
+    track: ConnectionTracker | None = None,
 ) -> TcpRelay:
     """Listen on ``host:port``; each connection is forwarded to the session's pod."""
-    connector = portforward_connector(client, namespace, resolve_pod, target_port)
+    connector = portforward_connector(client, namespace, resolve_pod, target_port, track)
     return await TcpRelay.open(host, port, target, target_port, connector=connector, admit=admit)

@@ -43,6 +43,7 @@ from backend.runtime.base import (
     RuntimeHealth,
     Tunnel,
     WorkloadLostCallback,
+    WorkloadMovedCallback,
     WorkloadSpec,
 )
 from backend.runtime.kubernetes import manifests as mf
@@ -69,6 +70,7 @@ from backend.runtime.kubernetes.kinds import (
     Kind,
 )
 from backend.runtime.kubernetes.podlogs import LogFollower
+from backend.runtime.kubernetes.podmoves import PodMoves
 from backend.runtime.kubernetes.podstatus import assess
 from backend.runtime.kubernetes.watch import Reflector, session_of
 from backend.templates import Template
@@ -118,6 +120,8 @@ class KubernetesRuntime:
         self._followers: dict[str, LogFollower] = {}
         self._lost: WorkloadLostCallback | None = None
         self._lost_reported: set[str] = set()
+        self._moved: WorkloadMovedCallback | None = None
+        self._pods = PodMoves()
         self._reported_ok: bool | None = None
         self._closed = False
 
@@ -221,9 +225,15 @@ class KubernetesRuntime:
     def set_workload_lost_callback(self, callback: WorkloadLostCallback) -> None:
         self._lost = callback
 
+    def set_workload_moved_callback(self, callback: WorkloadMovedCallback) -> None:
+        """Who to tell when a ready session's pod is replaced (``podmoves``)."""
+        self._moved = callback
+
     def _on_change(self, reflector: Reflector, kind: str, obj: dict[str, Any]) -> None:
         """Every change of every owned object; a Deployment gone unasked is a lost one."""
         sid = session_of(obj)
+        if sid is not None and reflector.kind is PODS:
+            self._pod_changed(sid)
         if sid is None or reflector.kind is not DEPLOYMENTS:
             return
         gone = kind == "DELETED" or bool(meta(obj).get("deletionTimestamp"))
@@ -236,8 +246,35 @@ class KubernetesRuntime:
             return
         self._lost_reported.add(sid)
         self._stop_follower(sid)
+        self._pods.forget(sid)
         if self._lost is not None:
             self._lost(session_id_of(obj) or sid, f"Deployment {sid} was deleted outside podwarden")
+
+    def _pod_changed(self, sid: str) -> None:
+        """A pod of ``sid`` changed: did the pod that serves it go, or a new one come?"""
+        served = self._pods.get(sid)
+        if served is None or sid in self._stopping or self._caches is None:
+            return
+        if self.client is None:
+            return
+        pod = self._caches.ready_pod(sid)
+        name = str(meta(pod).get("name")) if pod is not None else ""
+        if name == served.pod and not served.unready:
+            return
+        old = served.pod
+        ended = served.end_connections(old) if name != old else 0
+        if pod is None:
+            if not served.unready:
+                served.unready = True
+                log.info("%s: pod %s is no longer ready (%d connections ended)", sid, old, ended)
+                if self._moved is not None:
+                    self._moved(served.session_id, None, f"pod {old} is no longer ready")
+            return
+        handle = self._became_ready(self.client, served.handle, pod)
+        why = f"pod {old} replaced by {name}" if name != old else f"pod {name} is ready again"
+        log.info("%s: %s", sid, why)
+        if self._moved is not None:
+            self._moved(served.session_id, handle, why)
 
     # ------------------------------------------------------------------ start
     async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
@@ -326,13 +363,16 @@ class KubernetesRuntime:
             node=str((pod.get("spec") or {}).get("nodeName") or ""),
         )
         self._ensure_follower(client, handle, name)
-        return WorkloadHandle(
+        ready = WorkloadHandle(
             runtime=self.name,
             ref=handle.ref,
             host=str((pod.get("status") or {}).get("podIP") or ""),
             port=handle.port,
             extra=extra,
         )
+        if handle.ref not in self._stopping:
+            self._pods.serve(ready, name)
+        return ready
 
     # ------------------------------------------------------------------ logs
     def _ensure_follower(self, client: KubeClient, handle: WorkloadHandle, pod: str) -> None:
@@ -422,6 +462,7 @@ class KubernetesRuntime:
         pod = caches.ready_pod(handle.ref)
         if pod is not None:
             self._ensure_follower(client, claimed, str(meta(pod).get("name")))
+            self._pods.serve(claimed, str(meta(pod).get("name")))
         return claimed
 
     # ------------------------------------------------------------------ stop
@@ -435,15 +476,18 @@ class KubernetesRuntime:
         sid = handle.ref
         self._stopping.add(sid)
         self._stop_follower(sid)
+        self._pods.forget(sid)
+        verified: tuple[str, ...] = ()
         try:
             client, caches = await self._connected()
-            leftovers = await delete_session(
+            deleted = await delete_session(
                 client,
                 caches,
                 sid,
                 propagation=self._propagation,
                 timeout=self.settings.delete_timeout,
             )
+            leftovers, verified = deleted.leftovers, deleted.verified_kinds
         except (ConfigError, RuntimeUnavailable) as e:
             leftovers = [f"unknown: {truncate(e.message, 200)}"]
         finally:
@@ -451,7 +495,7 @@ class KubernetesRuntime:
             self._stopped[sid] = None
             while len(self._stopped) > 4096:
                 self._stopped.popitem(last=False)
-        return CleanupReport(time.monotonic() - started, tuple(leftovers))
+        return CleanupReport(time.monotonic() - started, tuple(leftovers), verified)
 
     # ------------------------------------------------------------------ recovery
     async def _snapshot(self) -> Snapshot:
@@ -492,7 +536,20 @@ class KubernetesRuntime:
 
         pod = caches.ready_pod(sid)
         if pod is not None:
-            self._ensure_follower(client, handle, str(meta(pod).get("name")))
+            name = str(meta(pod).get("name"))
+            self._ensure_follower(client, handle, name)
+            served = self._pods.get(sid)
+            if served is None or served.pod != name:
+                extra = dict(handle.extra)
+                extra["pod"] = name
+                handle = WorkloadHandle(handle.runtime, sid, handle.host, handle.port, extra)
+                self._pods.serve(handle, name)
+
+        def track(pod_name: str, transport: asyncio.Transport) -> None:
+            served = self._pods.get(sid)
+            if served is not None:
+                served.track(pod_name, transport)
+
         return await open_portforward_tunnel(
             client,
             client.namespace,
@@ -502,6 +559,7 @@ class KubernetesRuntime:
             target=f"pod/{meta(pod).get('name') if pod else sid}",
             target_port=handle.port,
             admit=self._admit,
+            track=track,
         )
 
     # ------------------------------------------------------------------ health

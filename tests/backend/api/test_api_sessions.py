@@ -38,6 +38,7 @@ SESSION_KEYS = {
     "pinned",
     "standby",
     "cull_at",
+    "pod",
 }
 
 

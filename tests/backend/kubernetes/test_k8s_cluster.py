@@ -150,6 +150,7 @@ async def test_create_ready_verify_and_clean_up(cluster: Factory) -> None:
     report = await runtime.stop(ready, 5)
     assert report.verified, report.leftovers
     assert report.duration_s < 5
+    assert report.verified_kinds == ("Deployment", "ReplicaSet", "Pod", "Service", "Secret")
     assert await session_objects(client, session_id) == []
     assert (await runtime.probe(ready, spec.template)).gone
     assert lost == []  # its own stop is not a lost workload

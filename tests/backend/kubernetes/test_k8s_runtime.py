@@ -327,6 +327,38 @@ async def test_keepalive_goes_through_the_pod_proxy(
 # ---------------------------------------------------------------------------- stop
 
 
+async def test_a_replaced_pod_is_reported_gone_then_its_successor(
+    kube: Emulator, runtime: KubernetesRuntime
+) -> None:
+    moves: list[tuple[str, str | None, str]] = []
+    runtime.set_workload_moved_callback(
+        lambda sid, h, why: moves.append((sid, h.extra["pod"] if h else None, why))
+    )
+    spec = make_spec()
+    handle = await runtime.start(spec, lambda _: None)
+    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x1", **READY))
+    await runtime.wait_ready(handle, spec, 10, lambda _: None)
+    assert moves == []
+
+    not_ready = {"phase": "Running", "podIP": "10.1.2.3", "conditions": []}
+    await kube.patch(f"{PODS_PATH}/{SID}-x1", json={"status": not_ready})
+    await until(lambda: len(moves) == 1)
+    assert moves[0] == (SID, None, f"pod {SID}-x1 is no longer ready")
+    await kube.patch(f"{PODS_PATH}/{SID}-x1", json={"status": READY})  # back, same pod
+    await until(lambda: len(moves) == 2)
+    assert moves[1] == (SID, f"{SID}-x1", f"pod {SID}-x1 is ready again")
+
+    await kube.patch(f"{PODS_PATH}/{SID}-x1", json={"status": not_ready})
+    await kube.post(PODS_PATH, json=pod_of(SID, f"{SID}-x2", **READY))
+    await until(lambda: len(moves) == 4)
+    assert moves[2][1] is None
+    assert moves[3] == (SID, f"{SID}-x2", f"pod {SID}-x1 replaced by {SID}-x2")
+
+    await runtime.stop(handle, 5)
+    await kube.patch(f"{PODS_PATH}/{SID}-x2", json={"status": not_ready})
+    assert len(moves) == 4  # a stopped session's pods are no news
+
+
 async def test_stop_deletes_in_the_foreground_and_verifies(
     kube: Emulator, runtime: KubernetesRuntime
 ) -> None:
@@ -334,6 +366,7 @@ async def test_stop_deletes_in_the_foreground_and_verifies(
     kube.sent.clear()
     report = await runtime.stop(handle, 5)
     assert report.verified and report.leftovers == ()
+    assert report.verified_kinds == ("Deployment", "Service", "Secret")  # what it had
     deletes = sorted((p.rsplit("/", 2)[-2], body) for m, p, body in kube.sent if m == "DELETE")
     assert deletes == [
         (
