@@ -85,7 +85,7 @@ class Cluster:
 
     def _names(self) -> dict[str, list[str]]:
         ns, sel = self.namespace, MANAGED
-        listed = {
+        listed: dict[str, Any] = {
             "deployments": self.apps.list_namespaced_deployment(ns, label_selector=sel),
             "replicasets": self.apps.list_namespaced_replica_set(ns, label_selector=sel),
             "services": self.core.list_namespaced_service(ns, label_selector=sel),
