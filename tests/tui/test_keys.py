@@ -133,8 +133,13 @@ class TestReuseAndEvict:
             assert pool.backend.pool.get(sid).state is SessionState.TERMINATED
             assert pool.runtime.workloads == {}
             main = main_of(app)
+            assert row_ids(app) == []  # ended sessions are hidden by default
+            assert "+1 ended, a shows" in str(main.table.border_title)
+            await pilot.press("a")
             assert main.table.get_cell(sid, "state").plain == "· ended"
+            assert main.table.get_cell(sid, "age").plain == "-"
             detail = str(main.detail._last)
+            assert "state · ended" in detail
             assert "cleanup ✓ verified" in detail
             assert "cleanup_verified" in log_text(app)
 
@@ -160,10 +165,26 @@ class TestViewKeys:
                 await seeded(pilot, pool, user)
                 pool.clock.advance(1)
             assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "alice", "bob"]
-            await pilot.press("s")  # by user
+            table = main_of(app).table
+            assert table.ordered_columns[table.get_column_index("age")].label.plain == "AGE▼"
+            shown = [c.key for c in table.columns_shown]
+            await pilot.press("s")  # the next column to the right of AGE
+            assert table.sort_by == shown[shown.index("age") + 1] and not table.sort_reverse
+            for _ in range(len(shown) - 1):
+                await pilot.press("s")
+            assert table.sort_by == "age"  # round the shown columns, left to right
+            # Clicking USER's header sorts by it, ascending; a second click reverses.
+            x = 1 + sum(table.columns[k].get_render_width(table) for k in shown[:2]) + 2
+            await pilot.click("#sessions", offset=(x, 1))
+            await pilot.pause()
+            assert table.sort_by == "user"
             assert [r.split("-")[0] for r in row_ids(app)] == ["alice", "bob", "carol"]
-            await pilot.press("S")
+            assert "sort: user ▲" in str(table.border_title)
+            await pilot.click("#sessions", offset=(x, 1))
+            await pilot.pause()
             assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "bob", "alice"]
+            await pilot.press("S")
+            assert [r.split("-")[0] for r in row_ids(app)] == ["alice", "bob", "carol"]
 
     async def test_c_and_y_copy_and_echo(self, pool: Pool) -> None:
         app = pool.app()
