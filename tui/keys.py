@@ -53,7 +53,8 @@ KEYS: tuple[Key, ...] = (
     Key("p", "pause", "Pause", "Pause or resume live updates", "p"),
     Key("question_mark,f1", "help", "Help", "Show every key", "? F1", footer=True),
     Key("colon", "app.command_palette", "Palette", "Command palette (also ctrl+p)", ": ^p"),
-    Key("q", "app.quit", "Quit", "Quit (sessions keep running)", "q", footer=True),
+    Key("q", "quit", "Quit", "Quit (sessions keep running; asks first if live)", "q", footer=True),
+    Key("Q", "quit_now", "Quit now", "Quit at once, without asking", "Q"),
 )
 """Every key of the main screen, in the order the help screen lists them."""
 

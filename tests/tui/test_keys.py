@@ -18,6 +18,7 @@ from tui.screens.evict import EvictScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
+from tui.screens.quit import QuitScreen
 
 
 def main_of(app: PodwardenApp) -> Any:
@@ -337,10 +338,37 @@ class TestTerminal:
                 "127.0.0.1:43000 -> :3000 ✓"
             )
 
-    async def test_q_quits_and_sessions_keep_running(self, pool: Pool) -> None:
+    async def test_q_asks_while_sessions_live_and_a_second_q_quits(self, pool: Pool) -> None:
         app = pool.app()
         async with app.run_test(size=(80, 24)) as pilot:
             await seeded(pilot, pool, "alice")
             await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen)
+            body = str(app.screen.query_one("Static").render())
+            assert "HTTP API at 127.0.0.1:5010 stops with it" in body
+            assert "1 live session keeps running" in body
+            await pilot.press("escape")
+            assert not isinstance(app.screen, QuitScreen) and app.return_value is None
+            await pilot.press("q", "q")
+            await pilot.pause()
+            assert app.return_value == 0
         assert pool.life.stopped
         assert list(pool.runtime.workloads) == ["alice-demo-00000001"]
+
+
+class TestQuit:
+    async def test_Q_quits_at_once(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.press("Q")
+            await pilot.pause()
+            assert app.return_value == 0
+
+    async def test_q_quits_at_once_with_nothing_live(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.return_value == 0

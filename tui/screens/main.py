@@ -21,6 +21,7 @@ from tui.model import SORTS, Filter
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
+from tui.screens.quit import QuitScreen
 from tui.settings import TuiSettings
 from tui.widgets.capacity import CapacityGauges
 from tui.widgets.detail import DetailPane
@@ -291,6 +292,29 @@ class MainScreen(Screen[None]):
     def action_pause(self) -> None:
         self.papp.set_paused(not self.papp.paused)
         self.notify("Live updates paused (p resumes)." if self.papp.paused else "Live updates on.")
+
+    def action_quit(self) -> None:
+        """Quit; in the embedded console ask first while sessions or API clients are live."""
+        app = self.papp
+        lifecycle = app.lifecycle
+        if app.remote or lifecycle is None:
+            app.exit(0)
+            return
+        counter = getattr(lifecycle, "api_clients", None)
+        clients = int(counter()) if callable(counter) else 0
+        sessions = sum(app.view.user_counts().values())
+        if not (sessions or clients):
+            app.exit(0)
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                app.exit(0)
+
+        app.push_screen(QuitScreen(sessions, clients, app.client.api_address), done)
+
+    def action_quit_now(self) -> None:
+        self.papp.exit(0)
 
     def action_help(self) -> None:
         orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]
