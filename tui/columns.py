@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.format import clip, duration, ref_text, state_text, tunnel_text
+from tui.format import DEAD_STATES, clip, duration, ref_text, state_text, tunnel_text
 
 __all__ = ["CHROME", "COLUMNS", "ID_FIT", "ID_MAX", "ID_MIN", "LAYOUTS", "Column", "IdCell"]
 
@@ -47,7 +47,12 @@ def _plain(text: str, style: str = "") -> Text:
 
 
 def _ago(field: str) -> Render:
-    return lambda s, now, w: _plain(duration(now - (s.get(field) or now)))
+    def render(s: dict[str, Any], now: float, width: int) -> Cell:
+        if s.get("state") in DEAD_STATES:
+            return _plain("-", "dim")  # its clock stopped: no ticking on dead rows
+        return _plain(duration(now - (s.get(field) or now)))
+
+    return render
 
 
 COLUMNS: dict[str, Column] = {
@@ -70,8 +75,8 @@ COLUMNS: dict[str, Column] = {
             lambda s, now, w: _plain(clip(s["template"], w)),
             ("template",),
         ),
-        Column("age", "AGE", 5, _ago("created_at"), ("created_at",), True),
-        Column("idle", "IDLE", 5, _ago("last_used_at"), ("last_used_at",), True),
+        Column("age", "AGE", 5, _ago("created_at"), ("created_at", "state"), True),
+        Column("idle", "IDLE", 5, _ago("last_used_at"), ("last_used_at", "state"), True),
         Column(
             "uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0))), ("use_count",)
         ),

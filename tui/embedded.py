@@ -76,6 +76,12 @@ class EmbeddedBackend:
         with contextlib.suppress(OSError):
             self._address_file.write_text(self.server.local_url + "\n", encoding="utf-8")
 
+    def api_clients(self) -> int:
+        """HTTP connections open to the API now (0 when unknown)."""
+        inner = getattr(self.server, "_server", None)
+        state = getattr(inner, "server_state", None)
+        return len(getattr(state, "connections", ()))
+
     async def stop(self) -> None:
         """Stop the API, then the backend; workloads keep running for re-adoption."""
         if self.server is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from rich.text import Text
 
 __all__ = [
+    "DEAD_STATES",
     "LIVE_STATES",
     "STATE_STYLE",
     "STATE_SYMBOL",
@@ -25,6 +26,7 @@ __all__ = [
     "orphans_word",
     "ref_text",
     "state_text",
+    "state_word",
     "tunnel_text",
 ]
 
@@ -51,7 +53,15 @@ STATE_STYLE: dict[str, str] = {
 LIVE_STATES = frozenset({"starting", "ready", "refreshing"})
 """States that hold a capacity slot."""
 
+DEAD_STATES = frozenset({"terminated", "failed"})
+"""States whose clock has stopped: their ages no longer tick."""
+
 _WORD = {"terminated": "ended", "terminating": "stopping"}
+
+
+def state_word(state: str) -> str:
+    """The one word for a state that the row, the detail pane and the filter all use."""
+    return _WORD.get(state, state)
 
 
 def duration(seconds: float | None) -> str:
@@ -93,7 +103,7 @@ def state_text(session: dict[str, Any], now: float, width: int = 14) -> Text:
     """The state cell: ``● ready``; a starting session shows its phase and elapsed time."""
     state = str(session.get("state", "?"))
     symbol = STATE_SYMBOL.get(state, "?")
-    word = _WORD.get(state, state)
+    word = state_word(state)
     if state == "starting":
         elapsed = duration(now - float(session.get("created_at") or now))
         phase = str(session.get("phase") or "starting")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
-__all__ = ["KEYS", "Key", "bindings", "markdown_table"]
+__all__ = ["KEYS", "KEY_OF", "Key", "bindings", "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,21 @@ KEYS: tuple[Key, ...] = (
     Key("o", "log_source", "Log source", "Log panel: backend events / session log", "o"),
     Key("slash", "filter", "Filter", "Filter by user, state or template", "/", footer=True),
     Key("escape", "clear", "Clear", "Clear the filter; restore the log panel", "esc"),
-    Key("s", "sort", "Sort", "Sort by the next column", "s"),
+    Key("a", "toggle_ended", "Ended", "Show or hide ended sessions", "a", footer=True),
+    Key("s", "sort", "Sort", "Sort by the next column (or click a header)", "s"),
     Key("S", "sort_reverse", "Reverse", "Reverse the sort order", "S"),
     Key("c", "copy_tunnel", "Copy addr", "Copy the tunnel address (OSC 52)", "c"),
     Key("y", "copy_id", "Copy id", "Copy the session id (OSC 52)", "y"),
     Key("p", "pause", "Pause", "Pause or resume live updates", "p"),
     Key("question_mark,f1", "help", "Help", "Show every key", "? F1", footer=True),
     Key("colon", "app.command_palette", "Palette", "Command palette (also ctrl+p)", ": ^p"),
-    Key("q", "app.quit", "Quit", "Quit (sessions keep running)", "q", footer=True),
+    Key("q", "quit", "Quit", "Quit (sessions keep running; asks first if live)", "q", footer=True),
+    Key("Q", "quit_now", "Quit now", "Quit at once, without asking", "Q"),
 )
 """Every key of the main screen, in the order the help screen lists them."""
+
+KEY_OF: dict[str, str] = {k.action: k.shown.split()[0] for k in KEYS}
+"""How the key of each action is written (for hints on screen)."""
 
 TABLE_KEYS: tuple[tuple[str, str], ...] = (
     ("↑ ↓ j k", "Move the selection"),

@@ -13,36 +13,39 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.format import LIVE_STATES
+from tui.format import LIVE_STATES, state_word
 
-__all__ = ["SORTS", "Filter", "PoolView"]
+__all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key"]
 
 _STATE_ORDER = {"failed": 0, "starting": 1, "refreshing": 2, "ready": 3, "terminating": 4}
 
-SORTS: tuple[tuple[str, str], ...] = (
-    ("created", "created"),
-    ("user", "user"),
-    ("state", "state"),
-    ("idle", "idle"),
-    ("uses", "uses"),
-    ("id", "id"),
-)
-"""Sort orders the ``s`` key cycles through: (name, column the arrow marks)."""
+SORTS: tuple[str, ...] = ("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref")
+"""Sortable columns in the table's column order (``s`` cycles through the shown ones)."""
+
+DEFAULT_SORT = ("age", True)
+"""Oldest first: AGE descending."""
 
 
 def sort_key(name: str, session: dict[str, Any]) -> Any:
-    """The value a session sorts by under sort order ``name``."""
-    if name == "user":
-        return (str(session.get("user", "")).lower(), session.get("created_at") or 0)
+    """The value a session sorts by under column ``name``: ascending means the value the
+    column shows grows down the table (so ▲ and ▼ mean what they show)."""
+    created = float(session.get("created_at") or 0)
     if name == "state":
-        return (_STATE_ORDER.get(str(session.get("state")), 9), session.get("created_at") or 0)
-    if name == "idle":
-        return session.get("last_used_at") or 0
-    if name == "uses":
-        return -(session.get("use_count") or 0)
+        return (_STATE_ORDER.get(str(session.get("state")), 9), created)
     if name == "id":
-        return session.get("session_id", "")
-    return session.get("created_at") or 0
+        return (str(session.get("session_id", "")), 0.0)
+    if name in ("user", "template"):
+        return (str(session.get(name, "")).lower(), created)
+    if name == "idle":
+        return (-float(session.get("last_used_at") or 0), created)
+    if name == "uses":
+        return (int(session.get("use_count") or 0), created)
+    if name == "tunnel":
+        tunnel = session.get("tunnel") or {}
+        return (int(tunnel.get("port") or 0), created)
+    if name == "ref":
+        return (str(session.get("runtime_ref") or ""), created)
+    return (-created, str(session.get("session_id", "")))
 
 
 @dataclass(frozen=True)
@@ -50,28 +53,37 @@ class Filter:
     """A parsed filter: ``user:alice state:failed demo`` (every term must match).
 
     ``user:``, ``state:`` and ``template:`` match that field (prefix, case-insensitive);
-    a bare word matches any of user, state, template or session id (substring).
+    a bare word matches any of user, state, template or session id (substring). States
+    match by the word the table shows (``ended``) as well as the API's (``terminated``).
+    Ended sessions are hidden unless ``show_ended`` or a ``state:`` term asks for them.
     """
 
     text: str = ""
+    show_ended: bool = False
 
     @property
     def active(self) -> bool:
         return bool(self.text.strip())
 
     def matches(self, session: dict[str, Any]) -> bool:
+        state = str(session.get("state", ""))
+        asked_state = False
         for term in self.text.lower().split():
             field, sep, value = term.partition(":")
             if sep and field in ("user", "state", "template"):
-                if not str(session.get(field, "")).lower().startswith(value):
+                if field == "state":
+                    asked_state = True
+                    if not (state.startswith(value) or state_word(state).startswith(value)):
+                        return False
+                elif not str(session.get(field, "")).lower().startswith(value):
                     return False
                 continue
             haystack = " ".join(
                 str(session.get(k, "")) for k in ("user", "state", "template", "session_id")
             ).lower()
-            if term not in haystack:
+            if term not in haystack and term not in state_word(state):
                 return False
-        return True
+        return self.show_ended or asked_state or state != "terminated"
 
 
 class PoolView:
@@ -136,9 +148,13 @@ class PoolView:
     def ordered(self, sort: str, reverse: bool, flt: Filter) -> list[str]:
         """Ids matching ``flt`` in the order of ``sort``."""
         ids = [sid for sid, s in self.sessions.items() if flt.matches(s)]
-        if sort != "created" or reverse:
-            ids.sort(key=lambda sid: sort_key(sort, self.sessions[sid]), reverse=reverse)
+        # Always sorted: the order documents arrived in (a resync, a restart) means nothing.
+        ids.sort(key=lambda sid: sort_key(sort, self.sessions[sid]), reverse=reverse)
         return ids
+
+    def ended(self) -> int:
+        """How many ended sessions the pool still reports."""
+        return sum(1 for s in self.sessions.values() if s.get("state") == "terminated")
 
 
 _VOLATILE = frozenset({"age_s", "idle_s"})

@@ -104,6 +104,40 @@ def test_view_orders_and_counts() -> None:
         complete=True,
     )
     assert view.ordered("user", False, Filter()) == ["alice-demo-1", "bob-demo-2", "carol-demo-3"]
-    assert view.ordered("uses", False, Filter())[0] == "alice-demo-1"
+    assert view.ordered("uses", True, Filter())[0] == "alice-demo-1"
+    assert view.ordered("uses", False, Filter())[-1] == "alice-demo-1"
     assert view.ordered("state", False, Filter())[0] == "bob-demo-2"
     assert view.user_counts() == {"alice": 1, "carol": 1}
+
+
+def test_ended_sessions_are_hidden_unless_asked_for_by_the_word_the_row_shows() -> None:
+    ended = doc("bob-demo-2", state="terminated")
+    assert state_text(ended, 1000).plain == "· ended"
+    assert not Filter().matches(ended) and Filter(show_ended=True).matches(ended)
+    assert Filter("state:ended").matches(ended) and Filter("state:term").matches(ended)
+    assert Filter("ended", show_ended=True).matches(ended)
+    assert not Filter("state:ended").matches(doc())
+
+
+def test_dead_rows_do_not_tick() -> None:
+    from tui.columns import COLUMNS
+
+    ended = doc(state="terminated")
+    for key in ("age", "idle"):
+        assert COLUMNS[key].render(ended, 1000, 5).plain == "-"
+        assert COLUMNS[key].render(ended, 9000, 5).plain == "-"
+
+
+def test_sorts_follow_the_shown_value_whatever_order_documents_arrived_in() -> None:
+    view = PoolView()
+    newest_first = [
+        doc("carol-demo-3", created_at=3.0, last_used_at=3.0, use_count=1),
+        doc("bob-demo-2", created_at=2.0, last_used_at=9.0, use_count=3),
+        doc("alice-demo-1", created_at=1.0, last_used_at=1.0, use_count=2),
+    ]
+    view.apply(newest_first, complete=True)
+    oldest_first = ["alice-demo-1", "bob-demo-2", "carol-demo-3"]
+    assert view.ordered("age", True, Filter()) == oldest_first  # AGE ▼: biggest age on top
+    assert view.ordered("age", False, Filter()) == oldest_first[::-1]
+    assert view.ordered("idle", False, Filter()) == ["bob-demo-2", "carol-demo-3", "alice-demo-1"]
+    assert view.ordered("uses", False, Filter()) == ["carol-demo-3", "alice-demo-1", "bob-demo-2"]

@@ -18,6 +18,7 @@ from tui.screens.evict import EvictScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
+from tui.screens.quit import QuitScreen
 
 
 def main_of(app: PodwardenApp) -> Any:
@@ -133,8 +134,13 @@ class TestReuseAndEvict:
             assert pool.backend.pool.get(sid).state is SessionState.TERMINATED
             assert pool.runtime.workloads == {}
             main = main_of(app)
+            assert row_ids(app) == []  # ended sessions are hidden by default
+            assert "+1 ended, a shows" in str(main.table.border_title)
+            await pilot.press("a")
             assert main.table.get_cell(sid, "state").plain == "· ended"
+            assert main.table.get_cell(sid, "age").plain == "-"
             detail = str(main.detail._last)
+            assert "state · ended" in detail
             assert "cleanup ✓ verified" in detail
             assert "cleanup_verified" in log_text(app)
 
@@ -160,10 +166,26 @@ class TestViewKeys:
                 await seeded(pilot, pool, user)
                 pool.clock.advance(1)
             assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "alice", "bob"]
-            await pilot.press("s")  # by user
+            table = main_of(app).table
+            assert table.ordered_columns[table.get_column_index("age")].label.plain == "AGE▼"
+            shown = [c.key for c in table.columns_shown]
+            await pilot.press("s")  # the next column to the right of AGE
+            assert table.sort_by == shown[shown.index("age") + 1] and not table.sort_reverse
+            for _ in range(len(shown) - 1):
+                await pilot.press("s")
+            assert table.sort_by == "age"  # round the shown columns, left to right
+            # Clicking USER's header sorts by it, ascending; a second click reverses.
+            x = 1 + sum(table.columns[k].get_render_width(table) for k in shown[:2]) + 2
+            await pilot.click("#sessions", offset=(x, 1))
+            await pilot.pause()
+            assert table.sort_by == "user"
             assert [r.split("-")[0] for r in row_ids(app)] == ["alice", "bob", "carol"]
-            await pilot.press("S")
+            assert "sort: user ▲" in str(table.border_title)
+            await pilot.click("#sessions", offset=(x, 1))
+            await pilot.pause()
             assert [r.split("-")[0] for r in row_ids(app)] == ["carol", "bob", "alice"]
+            await pilot.press("S")
+            assert [r.split("-")[0] for r in row_ids(app)] == ["alice", "bob", "carol"]
 
     async def test_c_and_y_copy_and_echo(self, pool: Pool) -> None:
         app = pool.app()
@@ -316,10 +338,37 @@ class TestTerminal:
                 "127.0.0.1:43000 -> :3000 ✓"
             )
 
-    async def test_q_quits_and_sessions_keep_running(self, pool: Pool) -> None:
+    async def test_q_asks_while_sessions_live_and_a_second_q_quits(self, pool: Pool) -> None:
         app = pool.app()
         async with app.run_test(size=(80, 24)) as pilot:
             await seeded(pilot, pool, "alice")
             await pilot.press("q")
+            assert isinstance(app.screen, QuitScreen)
+            body = str(app.screen.query_one("Static").render())
+            assert "HTTP API at 127.0.0.1:5010 stops with it" in body
+            assert "1 live session keeps running" in body
+            await pilot.press("escape")
+            assert not isinstance(app.screen, QuitScreen) and app.return_value is None
+            await pilot.press("q", "q")
+            await pilot.pause()
+            assert app.return_value == 0
         assert pool.life.stopped
         assert list(pool.runtime.workloads) == ["alice-demo-00000001"]
+
+
+class TestQuit:
+    async def test_Q_quits_at_once(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.press("Q")
+            await pilot.pause()
+            assert app.return_value == 0
+
+    async def test_q_quits_at_once_with_nothing_live(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.return_value == 0

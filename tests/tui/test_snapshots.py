@@ -93,6 +93,10 @@ class TestModals:
         """``⚠ 2 orphans`` in the header; O lists them, says what happens, focus on Cancel."""
         assert snap_compare(pool.app(), terminal_size=size, run_before=orphans(pool), press=["O"])
 
+    def test_quit_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """Embedded with live sessions: q asks and says the API stops with the console."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["q"])
+
     def test_help(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         assert snap_compare(pool.app(), terminal_size=size, run_before=settle, press=["?"])
 

@@ -14,13 +14,14 @@ from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import DataTable, Footer
 
-from tui.keys import KEYS, bindings
+from tui.keys import KEY_OF, KEYS, bindings
 from tui.model import SORTS, Filter
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
+from tui.screens.quit import QuitScreen
 from tui.settings import TuiSettings
 from tui.widgets.capacity import CapacityGauges
 from tui.widgets.detail import DetailPane
@@ -129,13 +130,18 @@ class MainScreen(Screen[None]):
         self.detail.show(session, events, now)
 
     def _titles(self) -> None:
-        total = len(self.papp.view.sessions)
+        view = self.papp.view
+        flt = self.table.filter
+        ended = 0 if flt.show_ended else view.ended()
+        total = len(view.sessions) - ended
         shown = self.table.row_count
         title = f"Sessions {shown}" if shown == total else f"Sessions {shown} of {total}"
-        if self.table.filter.active:
-            title += f" · filter: {self.table.filter.text}"
+        if ended:
+            title += f" (+{ended} ended, {KEY_OF['toggle_ended']} shows)"
+        if flt.active:
+            title += f" · filter: {flt.text}"
         sort = self.table.sort_by
-        title += f" · sort: {sort}{' ▼' if self.table.sort_reverse else ''}"
+        title += f" · sort: {sort}{' ▼' if self.table.sort_reverse else ' ▲'}"
         self.table.border_title = title
 
     def select(self, session_id: str) -> None:
@@ -213,7 +219,7 @@ class MainScreen(Screen[None]):
 
     def set_filter(self, text: str) -> None:
         """Show only the sessions matching ``text`` (see ``tui.model.Filter``)."""
-        self.table.filter = Filter(text)
+        self.table.filter = Filter(text, self.table.filter.show_ended)
         self.table.rebuild(self.papp.view, self.papp.clock())
         self._titles()
         self._show_detail(self.papp.clock())
@@ -224,11 +230,38 @@ class MainScreen(Screen[None]):
         elif self.table.filter.active:
             self.set_filter("")
 
-    def action_sort(self) -> None:
-        names = [name for name, _ in SORTS]
-        self.table.sort_by = names[(names.index(self.table.sort_by) + 1) % len(names)]
+    def action_toggle_ended(self) -> None:
+        flt = self.table.filter
+        self.table.filter = Filter(flt.text, not flt.show_ended)
         self.table.rebuild(self.papp.view, self.papp.clock())
         self._titles()
+        self._show_detail(self.papp.clock())
+
+    def action_sort(self) -> None:
+        """Sort by the next shown column, in column order."""
+        shown = [c.key for c in self.table.columns_shown if c.key in SORTS]
+        current = self.table.sort_by
+        if current in shown:
+            following = shown[(shown.index(current) + 1) % len(shown)]
+        else:
+            following = shown[0]
+        self.sort_by(following)
+
+    def sort_by(self, column: str, reverse: bool | None = None) -> None:
+        """Sort by ``column``; ascending unless ``reverse``."""
+        self.table.sort_by = column
+        self.table.sort_reverse = bool(reverse)
+        self.table.rebuild(self.papp.view, self.papp.clock())
+        self._titles()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts by it; a second click reverses."""
+        event.stop()
+        column = str(event.column_key.value)
+        if column not in SORTS:
+            return
+        same = column == self.table.sort_by
+        self.sort_by(column, not self.table.sort_reverse if same else False)
 
     def action_sort_reverse(self) -> None:
         self.table.sort_reverse = not self.table.sort_reverse
@@ -259,6 +292,29 @@ class MainScreen(Screen[None]):
     def action_pause(self) -> None:
         self.papp.set_paused(not self.papp.paused)
         self.notify("Live updates paused (p resumes)." if self.papp.paused else "Live updates on.")
+
+    def action_quit(self) -> None:
+        """Quit; in the embedded console ask first while sessions or API clients are live."""
+        app = self.papp
+        lifecycle = app.lifecycle
+        if app.remote or lifecycle is None:
+            app.exit(0)
+            return
+        counter = getattr(lifecycle, "api_clients", None)
+        clients = int(counter()) if callable(counter) else 0
+        sessions = sum(app.view.user_counts().values())
+        if not (sessions or clients):
+            app.exit(0)
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                app.exit(0)
+
+        app.push_screen(QuitScreen(sessions, clients, app.client.api_address), done)
+
+    def action_quit_now(self) -> None:
+        self.papp.exit(0)
 
     def action_help(self) -> None:
         orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]

@@ -17,7 +17,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.format import STATE_STYLE, STATE_SYMBOL, clock_time, duration, ref_text
+from tui.format import STATE_STYLE, STATE_SYMBOL, clock_time, duration, ref_text, state_word
 
 __all__ = ["DetailPane"]
 
@@ -79,7 +79,9 @@ class DetailPane(VerticalScroll):
         t.append(f"{s['session_id']}\n", style="bold")
         t.append(f"user {s['user']} · template {s['template']}\n")
         t.append("state ")
-        t.append(f"{STATE_SYMBOL.get(state, '?')} {state}", style=STATE_STYLE.get(state, ""))
+        t.append(
+            f"{STATE_SYMBOL.get(state, '?')} {state_word(state)}", style=STATE_STYLE.get(state, "")
+        )
         if state == "starting":
             t.append(f" · {s.get('phase')} for {duration(now - s['created_at'])}")
         t.append("\n")

@@ -22,7 +22,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from tui.columns import CHROME, COLUMNS, ID_FIT, ID_MAX, ID_MIN, LAYOUTS, Column, IdCell
-from tui.model import Filter, PoolView, sort_key
+from tui.model import DEFAULT_SORT, Filter, PoolView, sort_key
 
 __all__ = ["SessionsTable"]
 
@@ -45,9 +45,9 @@ class SessionsTable(DataTable[Text]):
 
     wide: reactive[bool] = reactive(False)
     """Showing the columns that give way first (template and more)."""
-    sort_by: reactive[str] = reactive("created")
-    """The sort order (see ``tui.model.SORTS``)."""
-    sort_reverse: reactive[bool] = reactive(False)
+    sort_by: reactive[str] = reactive(DEFAULT_SORT[0])
+    """The column sorted by (see ``tui.model.SORTS``)."""
+    sort_reverse: reactive[bool] = reactive(DEFAULT_SORT[1])
     """Sort descending."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -65,6 +65,11 @@ class SessionsTable(DataTable[Text]):
         """Called with the new session id when the cursor changes rows."""
 
     # ---------------------------------------------------------------- layout
+
+    @property
+    def columns_shown(self) -> tuple[Column, ...]:
+        """The columns of the current layout, left to right."""
+        return self._columns
 
     def fit(self, width: int) -> bool:
         """Choose columns for a table ``width`` cells wide; True when they changed."""
@@ -99,8 +104,7 @@ class SessionsTable(DataTable[Text]):
         self._select(keep)
 
     def _label(self, col: Column) -> Text:
-        marked = {"created": "age", "idle": "idle"}.get(self.sort_by, self.sort_by)
-        if col.key == marked:
+        if col.key == self.sort_by:
             return Text(f"{col.label}{'▼' if self.sort_reverse else '▲'}", style="bold")
         return Text(col.label)
 
@@ -222,6 +226,7 @@ class SessionsTable(DataTable[Text]):
             self._docs.pop(sid, None)
         new: list[str] = []
         updates: list[tuple[str, str, Text]] = []
+        moved = False
         for sid in changed:
             session = view.sessions[sid]
             if sid in self._cells:
@@ -233,18 +238,24 @@ class SessionsTable(DataTable[Text]):
                 )
                 self._docs[sid] = session
                 self._diff(sid, cells, updates)
+                if old is not None and not moved:
+                    moved = sort_key(self.sort_by, old) != sort_key(self.sort_by, session)
             elif self.filter.matches(session):
                 new.append(sid)
         self._write(updates)
-        new.sort(key=lambda sid: sort_key(self.sort_by, view.sessions[sid]))
+        reverse = self.sort_reverse
+        new.sort(key=lambda sid: sort_key(self.sort_by, view.sessions[sid]), reverse=reverse)
         last = self._last_key(view)
         for sid in new:
             self._add(sid, view.sessions[sid], now)
         added = bool(new)
-        first = sort_key(self.sort_by, view.sessions[new[0]]) if new else None
-        if new and (self.sort_reverse or (last is not None and last > first)):
+        if new and last is not None and not moved:
+            # New rows were appended in order; sort only when they belong further up.
+            first = sort_key(self.sort_by, view.sessions[new[0]])
+            moved = (first > last) if reverse else (first < last)
+        if moved:
             self._sort(view)
-        if gone or leaving or added:
+        if gone or leaving or added or moved:
             self._select(keep)
 
     def _last_key(self, view: PoolView) -> Any:
