@@ -28,6 +28,7 @@ from backend.tunnels import Admission, Connector, TcpRelay
 
 __all__ = [
     "ConnectionTracker",
+    "ForwardRefused",
     "open_forward_socket",
     "open_portforward_tunnel",
     "portforward_connector",
@@ -43,6 +44,23 @@ ConnectionTracker = Callable[[str, asyncio.Transport], None]
 connections to a pod that went away can be ended (``podmoves``)."""
 
 
+DIAL_WINDOW = 3.0
+"""Seconds a connection keeps retrying its port-forward handshake. Right after a pod is
+replaced, the kubelet may not yet see the pod the API server already reports Ready and
+answers 400 "not running"; a moment later the same dial succeeds."""
+
+NOT_RETRIED = frozenset({401, 403})
+"""Answers that another try cannot change: the credentials or the RBAC grant are wrong."""
+
+
+class ForwardRefused(ConnectionRefusedError):
+    """The API server refused a port-forward handshake, with its HTTP ``status``."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def open_forward_socket(configuration: Any, namespace: str, pod: str, port: int) -> socket.socket:
     """Blocking: open one port-forward stream and return our end of it as a socket."""
     from kubernetes import client as k8s_client
@@ -56,7 +74,7 @@ def open_forward_socket(configuration: Any, namespace: str, pod: str, port: int)
             core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
         )
     except ApiException as e:
-        raise ConnectionRefusedError(f"port-forward to pod {pod}:{port}: {e.reason}") from e
+        raise ForwardRefused(f"port-forward to pod {pod}:{port}: {e.reason}", e.status) from e
     finally:
         api.close()
     remote = forward.socket(port)
@@ -77,17 +95,31 @@ def portforward_connector(
 ) -> Connector:
     """A ``TcpRelay`` connector opening one port-forward stream per connection."""
 
-    async def connect(protocol: asyncio.Protocol) -> asyncio.Transport:
-        pod = await resolve_pod()
-        try:
-            sock = await client.run_blocking(
-                functools.partial(
-                    open_forward_socket, client.connection.configuration, namespace, pod, port
+    async def dial() -> tuple[str, socket.socket]:
+        """One stream to the serving pod, retried (pod looked up again) for a short while."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DIAL_WINDOW
+        pause = 0.05
+        while True:
+            pod = await resolve_pod()
+            try:
+                sock = await client.run_blocking(
+                    functools.partial(
+                        open_forward_socket, client.connection.configuration, namespace, pod, port
+                    )
                 )
-            )
-        except OSError as e:
-            log.warning("tunnel to %s/%s:%d failed: %s", namespace, pod, port, e)
-            raise
+                return pod, sock
+            except OSError as e:
+                final = isinstance(e, ForwardRefused) and e.status in NOT_RETRIED
+                if final or loop.time() + pause > deadline:
+                    log.warning("tunnel to %s/%s:%d failed: %s", namespace, pod, port, e)
+                    raise
+                log.debug("tunnel to %s/%s:%d: %s; trying again", namespace, pod, port, e)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def connect(protocol: asyncio.Protocol) -> asyncio.Transport:
+        pod, sock = await dial()
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await loop.create_connection(lambda: protocol, sock=sock)

@@ -138,3 +138,69 @@ async def test_a_taken_port_raises_address_in_use(
         holder.listen()
         with pytest.raises(OSError):
             await runtime.open_tunnel(handle, "127.0.0.1", holder.getsockname()[1])
+
+
+class RefusingFirst(FakeForwards):
+    """Refuses the first ``refusals`` handshakes with ``status``, as a lagging kubelet does."""
+
+    def __init__(self, refusals: int, status: int) -> None:
+        super().__init__()
+        self.refusals, self.status, self.tries = refusals, status, 0
+
+    def __call__(self, configuration: Any, namespace: str, pod: str, port: int) -> socket.socket:
+        self.tries += 1
+        if self.tries <= self.refusals:
+            raise portforward.ForwardRefused(f"pod {namespace}/{pod} is not running", self.status)
+        return super().__call__(configuration, namespace, pod, port)
+
+
+async def open_ready_tunnel(kube: Emulator, runtime: KubernetesRuntime) -> Any:
+    spec = make_spec()
+    handle = await runtime.start(spec, lambda _: None)
+    await kube.post(PODS_PATH, json=ready_pod(f"{SID}-a", "10.0.0.1"))
+    handle = await runtime.wait_ready(handle, spec, 5, lambda _: None)
+    return await runtime.open_tunnel(handle, "127.0.0.1", 0)
+
+
+async def test_a_handshake_refused_just_after_ready_is_tried_again(
+    kube: Emulator, runtime: KubernetesRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = RefusingFirst(refusals=2, status=400)
+    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    tunnel = await open_ready_tunnel(kube, runtime)
+    try:
+        assert await exchange(tunnel.info.port, b"late") == f"{SID}-a:LATE".encode()
+    finally:
+        await tunnel.close()
+    assert fake.tries == 3 and fake.opened == [(f"{SID}-a", 3000)]
+
+
+async def test_a_forbidden_handshake_is_not_tried_again(
+    kube: Emulator, runtime: KubernetesRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = RefusingFirst(refusals=1, status=403)
+    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    tunnel = await open_ready_tunnel(kube, runtime)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await tunnel.close()
+    assert fake.tries == 1 and fake.opened == []
+
+
+async def test_a_pod_that_never_accepts_ends_the_connection_after_the_dial_window(
+    kube: Emulator, runtime: KubernetesRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portforward, "DIAL_WINDOW", 0.3)
+    fake = RefusingFirst(refusals=1000, status=400)
+    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    tunnel = await open_ready_tunnel(kube, runtime)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await tunnel.close()
+    assert 2 <= fake.tries < 10 and fake.opened == []
