@@ -19,6 +19,7 @@ from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
 from tui.screens.quit import QuitScreen
+from tui.widgets.toggles import ChoiceList
 
 
 def main_of(app: PodwardenApp) -> Any:
@@ -96,6 +97,66 @@ class TestNewSession:
             await settle(pilot)
             sessions = [s for s in pool.backend.pool.list() if s.user == "alice"]
             assert len(sessions) == 2 and first in {s.session_id for s in sessions}
+
+    async def test_the_first_arrow_key_chooses_the_next_template(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"carol", "tab", "down", "enter")
+            await settle(pilot)
+            [session] = pool.backend.pool.list()
+            assert (session.user, session.template) == ("carol", "chromium")
+
+    async def test_a_click_on_a_template_chooses_it_without_sending(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"dave")
+            modal = app.screen
+            assert isinstance(modal, NewSessionScreen)
+            choices = modal.query_one("#template", ChoiceList)
+            assert choices.value == "demo"  # the configured default
+            await pilot.click(ChoiceList, offset=(3, 0))  # the first line: chromium
+            await settle(pilot)
+            assert choices.value == "chromium" and app.screen is modal
+            assert pool.backend.pool.list() == []
+
+    async def test_enter_on_the_reuse_box_submits_and_space_toggles_it(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [first] = await seeded(pilot, pool, "alice")
+            await pilot.press("n")
+            modal = app.screen
+            assert isinstance(modal, NewSessionScreen)
+            await pilot.press("tab", "tab")
+            assert modal.focused is modal.query_one("#reuse")
+            await pilot.press("space", "enter")
+            await settle(pilot)
+            sessions = [s for s in pool.backend.pool.list() if s.user == "alice"]
+            assert len(sessions) == 2 and first in {s.session_id for s in sessions}
+            assert not isinstance(app.screen, NewSessionScreen)
+
+    async def test_an_error_clears_once_the_input_is_edited(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", "-", "x", "enter")
+            await settle(pilot)
+            error = app.screen.query_one("#user-error")
+            assert "must not start with '-'" in str(error.render())
+            await pilot.press("backspace")
+            assert str(error.render()) == "" and error.has_class("-empty")
+
+    async def test_surrounding_whitespace_is_trimmed_so_the_user_is_reused(
+        self, pool: Pool
+    ) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [first] = await seeded(pilot, pool, "api15")
+            await pilot.press("n", "ctrl+u", *" api15 ", "enter")
+            await settle(pilot)
+            assert [s.session_id for s in pool.backend.pool.list()] == [first]
+            assert f"Reused: {first}" in log_text(app)
 
 
 class TestReuseAndEvict:
