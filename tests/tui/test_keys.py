@@ -159,6 +159,29 @@ class TestNewSession:
             assert f"Reused: {first}" in log_text(app)
 
 
+class TestToasts:
+    async def test_a_new_session_gets_one_toast_when_it_is_ready(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"alice", "enter")
+            await settle(pilot)
+            assert "New session: alice-demo-00000001" in log_text(app)  # not toasted
+            assert app.toast is not None and app.toast.title == "Session ready"
+            await pilot.pause()
+            assert len(app.screen.query("Toast")) == 1
+
+    async def test_at_most_one_toast_is_on_screen(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("c", "y")
+            await pilot.pause()
+            await pilot.pause()
+            toasts = app.screen.query("Toast")
+            assert len(toasts) == 1 and app.toast is not None and app.toast.message == sid
+
+
 class TestReuseAndEvict:
     async def test_r_reuses_the_selected_users_session(self, pool: Pool) -> None:
         app = pool.app()
@@ -254,10 +277,10 @@ class TestViewKeys:
             [sid] = await seeded(pilot, pool, "alice")
             await pilot.press("c")
             assert app.clipboard == "127.0.0.1:43000"
+            assert app.toast is not None and app.toast.message == "127.0.0.1:43000"
             await pilot.press("y")
             assert app.clipboard == sid
-            messages = [n.message for n in app._notifications]
-            assert "127.0.0.1:43000" in messages and sid in messages
+            assert app.toast is not None and app.toast.message == sid
 
     async def test_p_pauses_live_updates(self, pool: Pool) -> None:
         app = pool.app()
