@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tui.keys import KEYS, bindings, markdown_table
 
@@ -44,7 +45,9 @@ def test_read_only_bindings_leave_out_exactly_the_mutating_keys() -> None:
     assert all_keys - ro_keys == {k.keys for k in KEYS if k.mutating} == {"n", "r", "e", "O"}
 
 
-def test_the_markdown_key_map_lists_every_key() -> None:
+def test_the_markdown_key_map_lists_every_key_and_is_the_readmes() -> None:
     table = markdown_table()
     for key in KEYS:
         assert key.help in table
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert table in readme, "README's key table is stale: paste tui.keys.markdown_table()"

@@ -11,9 +11,11 @@ from typing import Any
 
 from textual.command import CommandPalette
 
+from backend.events import EventKind
 from backend.models import SessionState
 from tests.tui.harness import Pool, settle
 from tui.app import PodwardenApp
+from tui.screens.events import EventDetailScreen, EventsScreen
 from tui.screens.evict import EvictScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
@@ -180,6 +182,50 @@ class TestToasts:
             await pilot.pause()
             toasts = app.screen.query("Toast")
             assert len(toasts) == 1 and app.toast is not None and app.toast.message == sid
+
+
+class TestEvents:
+    async def test_event_lines_wrap_instead_of_being_cut(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            long = "the login page answered slowly " * 6 + "END-OF-MESSAGE"
+            pool.backend.bus.publish(EventKind.REFRESH_FAILED, long, session_id="x-demo-1")
+            await settle(pilot)
+            panel = main_of(app).log_panel
+            shown = "".join("".join(strip.text for strip in panel.lines).split())
+            assert "".join(long.split()) in shown  # every word, over several lines
+
+    async def test_enter_on_the_log_lists_events_and_opens_one_in_full(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            main_of(app).log_panel.focus()
+            await pilot.press("enter")
+            assert isinstance(app.screen, EventsScreen)
+            events = app.screen.events
+            assert events and events[-1]["session_id"] == sid
+            await pilot.press("enter")  # the cursor starts on the newest
+            assert isinstance(app.screen, EventDetailScreen)
+            assert app.screen.event is events[-1]
+            text = str(app.screen.query_one("#event-text").render())
+            assert sid in text and str(events[-1]["message"]) in text
+            await pilot.press("escape", "escape")
+            assert not isinstance(app.screen, (EventsScreen, EventDetailScreen))
+
+    async def test_v_shows_only_the_selected_sessions_events(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            alice, bob = await seeded(pilot, pool, "alice", "bob")
+            main_of(app).select(bob)
+            await pilot.press("v")
+            assert isinstance(app.screen, EventsScreen)
+            kinds = [e["kind"] for e in app.screen.events]
+            assert {e["session_id"] for e in app.screen.events} == {bob}
+            assert "ready" in kinds
+            await pilot.press("escape", "V")
+            assert isinstance(app.screen, EventsScreen)
+            assert {alice, bob} <= {e.get("session_id") for e in app.screen.events}
 
 
 class TestReuseAndEvict:
