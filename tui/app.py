@@ -29,6 +29,7 @@ from tui.screens.new_session import NewSessionScreen
 from tui.screens.too_small import TooSmallScreen
 from tui.settings import TuiSettings
 from tui.sync import SyncMixin
+from tui.theme import SIXTEEN_COLOURS, theme_for
 
 __all__ = ["Lifecycle", "PodwardenApp", "Toast", "make_app"]
 
@@ -94,6 +95,10 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
     # ---------------------------------------------------------------- life
 
     def on_mount(self) -> None:
+        self.register_theme(SIXTEEN_COLOURS)
+        theme = theme_for(self.console.color_system)
+        if theme is not None:
+            self.theme = theme
         self._main = MainScreen(self.settings)
         self.push_screen(self._main)
         self._main.status.runtime = "connecting…" if self.remote else "starting backend…"

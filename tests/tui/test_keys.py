@@ -228,6 +228,28 @@ class TestEvents:
             assert {alice, bob} <= {e.get("session_id") for e in app.screen.events}
 
 
+class TestTerminals:
+    async def test_sixteen_colours_keep_red_for_failure(self, pool: Pool, monkeypatch: Any) -> None:
+        monkeypatch.setenv("TERM", "xterm")
+        monkeypatch.delenv("COLORTERM", raising=False)
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert app.console.color_system == "standard"
+            assert app.theme == "podwarden-16"
+            variables = app.theme_variables
+            red = {variables["error"]}
+            for name in ("accent", "border", "footer-key-foreground", "primary"):
+                assert variables[name] not in red, name
+
+    async def test_true_colour_keeps_the_default_theme(self, pool: Pool, monkeypatch: Any) -> None:
+        monkeypatch.setenv("COLORTERM", "truecolor")
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert app.theme != "podwarden-16"
+
+
 class TestReuseAndEvict:
     async def test_r_reuses_the_selected_users_session(self, pool: Pool) -> None:
         app = pool.app()

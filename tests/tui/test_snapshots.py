@@ -71,6 +71,14 @@ class TestMainScreen:
         monkeypatch.setenv("NO_COLOR", "1")
         assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool))
 
+    def test_sixteen_colours(
+        self, pool: Pool, snap_compare: Any, size: tuple[int, int], monkeypatch: Any
+    ) -> None:
+        """A 16-colour terminal: ANSI colours, red only for failure (not keys or focus)."""
+        monkeypatch.setenv("TERM", "xterm")
+        monkeypatch.delenv("COLORTERM", raising=False)
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool))
+
     def test_read_only(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """--read-only: RO in the header, no mutating keys in the footer."""
         app = pool.app(read_only=True)
