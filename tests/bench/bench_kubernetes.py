@@ -23,7 +23,9 @@ from elsewhere hits both alike. The pod's workload (the harness's fake kubelet) 
 a process of its own: the time for a ``--bulk-mb`` MB download (throughput), ``--round-trips``
 64-byte echo round trips on one connection (p50/p99), and ``--connects`` fresh connections,
 each from ``connect`` to the first echoed byte. The tunnel runs on the loop ``podwarden``
-runs on (uvloop when installed). Goals: throughput >= kubectl's, round trip <= kubectl's,
+runs on (uvloop when installed). ``--library`` adds a third path: the same relay on the
+official client's ``kubernetes.stream.portforward`` (its pump thread and socket pair), as
+tunnels ran before ``wsforward``. Goals: throughput >= kubectl's, round trip <= kubectl's,
 connection set-up < 100 ms.
 
 Prints a table, then one JSON line.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -55,10 +58,13 @@ from backend.events import EventBus  # noqa: E402
 from backend.logs import SessionLogs  # noqa: E402
 from backend.models import WorkloadHandle  # noqa: E402
 from backend.runtime.base import WorkloadSpec  # noqa: E402
+from backend.runtime.kubernetes import portforward  # noqa: E402
+from backend.runtime.kubernetes.client import KubeClient  # noqa: E402
 from backend.runtime.kubernetes.kinds import NAMESPACES, PODS  # noqa: E402
 from backend.runtime.kubernetes.podstatus import is_pod_ready  # noqa: E402
 from backend.runtime.kubernetes.runtime import KubernetesRuntime  # noqa: E402
 from backend.templates import Template  # noqa: E402
+from backend.tunnels import TcpRelay  # noqa: E402
 
 HARNESS = ROOT / "tests" / "kubernetes_harness.sh"
 LEVELS = ((1, 5), (10, 2), (50, 1))
@@ -401,7 +407,7 @@ async def measure_tunnel(paths: list[TunnelPath], bulk_mb: int, trips: int, conn
 
     for path in paths:  # warm up: the first stream, caches, kubectl's connection
         await run_probe("connect", path.port, 3)
-    for i in range(3):
+    for i in range(5):
         for path in order(i):
             got = await run_probe("bulk", path.port, bulk_mb * 1_000_000)
             if got["bytes"] != bulk_mb * 1_000_000:
@@ -418,7 +424,28 @@ async def measure_tunnel(paths: list[TunnelPath], bulk_mb: int, trips: int, conn
             path.connect_us += got["samples_us"]  # type: ignore[arg-type]
 
 
-async def run_tunnel(kubeconfig: str, bulk_mb: int, trips: int, connects: int) -> TunnelBench:
+async def library_tunnel(client: KubeClient, namespace: str, pod: str, port: int) -> TcpRelay:
+    """The same relay on the official client's ``portforward`` (its thread and socket
+    pair: how tunnels ran before ``wsforward``, and still run behind an HTTP proxy)."""
+
+    async def connect(protocol: asyncio.Protocol) -> asyncio.Transport:
+        sock = await client.run_blocking(
+            functools.partial(
+                portforward.open_forward_socket,
+                client.connection.configuration,
+                namespace,
+                pod,
+                port,
+            )
+        )
+        return await portforward.adopt_socket(sock, protocol)
+
+    return await TcpRelay.open("127.0.0.1", 0, f"pod/{pod}", port, connector=connect)
+
+
+async def run_tunnel(
+    kubeconfig: str, bulk_mb: int, trips: int, connects: int, with_library: bool
+) -> TunnelBench:
     namespace = f"pw-bench-{secrets.token_hex(3)}"
     settings = KubernetesSettings(kubeconfig=kubeconfig, namespace=namespace)
     bus = EventBus()
@@ -435,13 +462,16 @@ async def run_tunnel(kubeconfig: str, bulk_mb: int, trips: int, connects: int) -
         (pod,) = [
             p["metadata"]["name"] for p in pods.session_objects(s.session_id) if is_pod_ready(p)
         ]
-        kubectl = None
+        kubectl = library = None
         try:
             kubectl, kubectl_port = await kubectl_forward(kubeconfig, namespace, pod, handle.port)
             bench.paths = [
                 TunnelPath("podwarden", tunnel.info.port, [], [], []),
                 TunnelPath("kubectl", kubectl_port, [], [], []),
             ]
+            if with_library:
+                library = await library_tunnel(client, namespace, pod, handle.port)
+                bench.paths.append(TunnelPath("library", library.info.port, [], [], []))
             await measure_tunnel(bench.paths, bulk_mb, trips, connects)
         except (RuntimeError, OSError, asyncio.TimeoutError) as e:
             bench.failures.append(f"tunnel: {e}")
@@ -449,6 +479,8 @@ async def run_tunnel(kubeconfig: str, bulk_mb: int, trips: int, connects: int) -
             if kubectl is not None:
                 kubectl.terminate()
                 await kubectl.wait()
+            if library is not None:
+                await library.close()
             await tunnel.close()
             await runtime.stop(handle, 5)
             await client.delete(NAMESPACES, None, namespace)
@@ -465,7 +497,7 @@ def report_tunnel(bench: TunnelBench) -> dict[str, object]:
     )
     for failure in bench.failures:
         print(f"  FAILURE: {failure}")
-    if len(bench.paths) != 2 or not all(p.mb_s and p.rtt_us and p.connect_us for p in bench.paths):
+    if len(bench.paths) < 2 or not all(p.mb_s and p.rtt_us and p.connect_us for p in bench.paths):
         return {"failures": bench.failures}
     print(
         f"{'path':>10} {'MB/s':>8} {'rtt p50':>9} {'rtt p99':>9} {'connect p50':>12}"
@@ -488,6 +520,16 @@ def report_tunnel(bench: TunnelBench) -> dict[str, object]:
         f"podwarden / kubectl: throughput {ratios['throughput']:.2f}x, round trip p50"
         f" {ratios['rtt_p50']:.2f}x, p99 {ratios['rtt_p99']:.2f}x"
     )
+    if "library" in rows:
+        before = rows["library"]
+        ratios["throughput_vs_library"] = round(
+            ours["throughput_mb_s"] / before["throughput_mb_s"], 2
+        )
+        ratios["rtt_p50_vs_library"] = round(ours["rtt_p50_ms"] / before["rtt_p50_ms"], 2)
+        print(
+            f"podwarden / library: throughput {ratios['throughput_vs_library']:.2f}x,"
+            f" round trip p50 {ratios['rtt_p50_vs_library']:.2f}x"
+        )
     goals = {
         "throughput_at_least_kubectl": ratios["throughput"] >= 1,
         "rtt_p50_at_most_kubectl": ratios["rtt_p50"] <= 1,
@@ -585,6 +627,11 @@ def main() -> int:
     parser.add_argument("--round-trips", type=int, default=2000, help="64-byte echoes per path")
     parser.add_argument("--connects", type=int, default=50, help="fresh connections per path")
     parser.add_argument(
+        "--library",
+        action="store_true",
+        help="also measure the relay on the official client's portforward (the path before)",
+    )
+    parser.add_argument(
         "--stdlib-loop", action="store_true", help="run the tunnel on asyncio's own loop"
     )
     parser.add_argument("--probe", nargs=3, metavar=("KIND", "PORT", "COUNT"), help="internal")
@@ -611,7 +658,9 @@ def main() -> int:
             factory = None if args.stdlib_loop else loop_factory()
             with asyncio.Runner(loop_factory=factory) as runner:
                 tunnel = runner.run(
-                    run_tunnel(kubeconfig, args.bulk_mb, args.round_trips, args.connects)
+                    run_tunnel(
+                        kubeconfig, args.bulk_mb, args.round_trips, args.connects, args.library
+                    )
                 )
     finally:
         if started_here:
