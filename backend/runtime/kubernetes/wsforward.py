@@ -58,26 +58,31 @@ class ForwardRefused(ConnectionRefusedError):
         self.status = status
 
 
-def mask(key: bytes, payload: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``key`` (RFC 6455 5.3), as whole-integer XOR."""
-    n = len(payload)
-    keys = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
-        n, "little"
-    )
+_XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+"""``_XOR[k]`` XORs every byte with ``k``, as a ``bytes.translate`` table."""
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
+def client_frame(
+    opcode: int, payload: bytes | bytearray | memoryview, prefix: bytes = b""
+) -> bytearray:
+    """One final client frame of ``prefix + payload``, masked (RFC 6455 5.3) with a random
+    key: each of the key's four bytes XORs every fourth byte, by ``translate`` on strided
+    slices, so the work is C loops (about 2x the speed of one big-integer XOR)."""
+    n = len(prefix) + len(payload)
     if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        frame = bytearray(struct.pack("!BB", 0x80 | opcode, 0x80 | n))
     elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        frame = bytearray(struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n))
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        frame = bytearray(struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n))
     key = os.urandom(4)
-    return head + key + mask(key, payload)
+    frame += key
+    start = len(frame)
+    frame += prefix
+    frame += payload
+    for i in range(4):
+        frame[start + i :: 4] = frame[start + i :: 4].translate(_XOR[key[i]])
+    return frame
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,10 @@ class ForwardEndpoint:
         if secure:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             if configuration.verify_ssl:
-                if configuration.ssl_ca_cert:
-                    context.load_verify_locations(cafile=configuration.ssl_ca_cert)
-                else:
-                    context.load_default_certs()
+                # As the official client's websocket: the configured CA, else certifi's.
+                import certifi
+
+                context.load_verify_locations(cafile=configuration.ssl_ca_cert or certifi.where())
                 if configuration.assert_hostname is False:
                     context.check_hostname = False
             else:
@@ -116,6 +121,9 @@ class ForwardEndpoint:
             if configuration.cert_file:
                 context.load_cert_chain(configuration.cert_file, configuration.key_file)
         host = url.hostname or "localhost"
+        checked = configuration.tls_server_name or host
+        if isinstance(configuration.assert_hostname, str) and configuration.assert_hostname:
+            checked = configuration.assert_hostname  # the name the certificate must have
 
         def headers() -> dict[str, str]:
             found: dict[str, str] = {}
@@ -129,7 +137,7 @@ class ForwardEndpoint:
             port=url.port or (443 if secure else 80),
             prefix=url.path.rstrip("/"),
             ssl=context,
-            server_hostname=(configuration.tls_server_name or host) if secure else None,
+            server_hostname=checked if secure else None,
             headers=headers,
             headers_block=configuration.refresh_api_key_hook is not None,
         )
@@ -142,7 +150,7 @@ class ForwardEndpoint:
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
-            f"Host: {self.host}:{self.port}",
+            f"Host: {f'[{self.host}]' if ':' in self.host else self.host}:{self.port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
@@ -181,7 +189,7 @@ class ForwardTransport(asyncio.Transport):
 
     # -- writing
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._stream.send(_DATA + data)
+        self._stream.send(data)
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -250,6 +258,9 @@ class _StreamProtocol(asyncio.Protocol):
         self._seen = [False, False]
         """Whether the port-number message of the data and error channel came."""
         self._error = ""
+        self._ended = False
+        """The server ended the stream (a close frame or an error message): what fails
+        after that (our close frame to a socket already gone) is no reset of the stream."""
         self._closing = False
         self._live = False
         """Upgraded and handed to ``app``: its events are ``app``'s now."""
@@ -349,6 +360,7 @@ class _StreamProtocol(asyncio.Protocol):
             elif opcode == _CLOSE:
                 self._deliver(out)
                 out = []
+                self._ended = True
                 self.close(1000)
                 return
             elif opcode == _PING:
@@ -386,6 +398,7 @@ class _StreamProtocol(asyncio.Protocol):
             return True
         self._error += bytes(payload[1:]).decode("utf-8", errors="replace")
         log.info("%s: %s", self.what, self._error)
+        self._ended = True
         self._deliver(out)
         out.clear()
         self.close(1000)
@@ -404,9 +417,10 @@ class _StreamProtocol(asyncio.Protocol):
         self.close(1002)
 
     # -- sending and ending
-    def send(self, payload: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """``data`` to the pod, as one message on the data channel."""
         if not self._closing:
-            self.tls.write(client_frame(_BINARY, payload))
+            self.tls.write(client_frame(_BINARY, data, _DATA))
 
     def close(self, code: int) -> None:
         if self._closing:
@@ -428,7 +442,9 @@ class _StreamProtocol(asyncio.Protocol):
                 why = f"{self.what}: connection lost during the handshake"
                 self.upgraded.set_exception(exc if isinstance(exc, OSError) else OSError(why))
             return
-        self.app.connection_lost(None if self._error else exc)
+        # A clean end lets the relay flush to the client what it still buffers; a reset
+        # would abort the client and drop it.
+        self.app.connection_lost(None if self._ended else exc)
 
     def pause_writing(self) -> None:
         if self._live:

@@ -284,3 +284,47 @@ async def test_a_server_that_never_answers_times_out(
         silent.set()
         server.close()
         await server.wait_closed()
+
+
+class GoneSocket(asyncio.Transport):
+    """A TLS transport whose peer is gone: writes are kept, closing just marks it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_a_failed_close_reply_after_the_servers_close_is_a_clean_end() -> None:
+    """The kubelet sends its close frame and hangs up; our close frame back then fails
+    (EPIPE). That must reach the relay as a clean end, or it aborts the client and drops
+    what it still buffers for it (seen as a short 100 MB download)."""
+    from backend.runtime.kubernetes import wsforward
+
+    app = App()
+    request = endpoint(1).request("ns", "pod-a", 3000, {})
+    stream = wsforward._StreamProtocol(app, request, "test")
+    socket_ = GoneSocket()
+    stream.connection_made(socket_)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    stream.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    stream.data_received(PORT_FRAMES + data(b"tail") + server_frame(0x8, struct.pack("!H", 1000)))
+    assert socket_.closing and app.received == b"tail"
+    stream.connection_lost(BrokenPipeError(32, "Broken pipe"))
+    assert app.lost.result() is None
