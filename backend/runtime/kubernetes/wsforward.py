@@ -258,6 +258,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._seen = [False, False]
         """Whether the port-number message of the data and error channel came."""
         self._error = ""
+        self._refused: ForwardRefused | None = None
+        """A refusal whose body is still coming."""
         self._ended = False
         """The server ended the stream (a close frame or an error message): what fails
         after that (our close frame to a socket already gone) is no reset of the stream."""
@@ -290,11 +292,12 @@ class _StreamProtocol(asyncio.Protocol):
             name, _, value = line.partition(":")
             fields[name.strip().lower()] = value.strip()
         if status != 101:
+            reason = parts[2] if len(parts) > 2 else ""
+            self._refused = ForwardRefused(f"{self.what}: {_refusal(status, reason, rest)}", status)
             length = int(fields.get("content-length") or 0)
             if len(rest) < min(length, _MAX_HEAD):
-                return  # the body is still coming (the connection may also just close)
-            reason = parts[2] if len(parts) > 2 else ""
-            self._fail(ForwardRefused(f"{self.what}: {_refusal(status, reason, rest)}", status))
+                return  # the body is still coming (or the connection closes: then as is)
+            self._fail(self._refused)
             return
         if fields.get("sec-websocket-accept") != _accept_key(self._request):
             self._fail(OSError(f"{self.what}: the upgrade answer has a wrong accept key"))
@@ -364,7 +367,8 @@ class _StreamProtocol(asyncio.Protocol):
                 self.close(1000)
                 return
             elif opcode == _PING:
-                self.tls.write(client_frame(_PONG, bytes(payload)))
+                if not self._closing:
+                    self.tls.write(client_frame(_PONG, payload))
             elif opcode != _PONG:
                 self._protocol_error(f"unexpected opcode {opcode}")
                 return
@@ -433,7 +437,8 @@ class _StreamProtocol(asyncio.Protocol):
     # -- the TLS connection's events, passed on once upgraded
     def eof_received(self) -> bool:
         if not self._live:
-            self._fail(OSError(f"{self.what}: the API server closed during the handshake"))
+            closed = OSError(f"{self.what}: the API server closed during the handshake")
+            self._fail(self._refused or closed)
         return False  # close our side too: v4 has no half-close
 
     def connection_lost(self, exc: Exception | None) -> None:

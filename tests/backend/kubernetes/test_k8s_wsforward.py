@@ -82,6 +82,8 @@ class StandIn:
     def __init__(self) -> None:
         self.script: Script | None = None
         self.refuse: tuple[int, bytes] | None = None
+        self.short_body = 0
+        """Bytes of the refusal's body announced but never sent (the server hangs up)."""
         self.peers: list[Peer] = []
         self.port = 0
 
@@ -97,7 +99,7 @@ class StandIn:
             status, body = self.refuse
             writer.write(
                 f"HTTP/1.1 {status} Forbidden\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                f"Content-Length: {len(body) + self.short_body}\r\n\r\n".encode()
                 + body
             )
             await writer.drain()
@@ -226,6 +228,13 @@ async def test_a_refused_handshake_says_why_with_its_status(standin: StandIn) ->
     assert info.value.status == 403
     assert 'pods "pod-a" is forbidden: no' in str(info.value)
     assert app.made == 0
+
+
+async def test_a_refusal_cut_short_still_gives_its_status(standin: StandIn) -> None:
+    standin.refuse, standin.short_body = (401, b'{"message": "Unauthorized"}'), 100
+    with pytest.raises(ForwardRefused) as info:
+        await open_stream(endpoint(standin.port), "ns", "pod-a", 3000, App())
+    assert info.value.status == 401
 
 
 async def test_an_error_message_ends_the_stream_after_the_data_before_it(
