@@ -294,8 +294,8 @@ class _StreamProtocol(asyncio.Protocol):
         if status != 101:
             reason = parts[2] if len(parts) > 2 else ""
             self._refused = ForwardRefused(f"{self.what}: {_refusal(status, reason, rest)}", status)
-            length = int(fields.get("content-length") or 0)
-            if len(rest) < min(length, _MAX_HEAD):
+            length = fields.get("content-length", "")
+            if length.isdigit() and len(rest) < min(int(length), _MAX_HEAD):
                 return  # the body is still coming (or the connection closes: then as is)
             self._fail(self._refused)
             return
