@@ -1,8 +1,10 @@
 """Tunnels: one port-forward stream per local connection, to the pod serving *now*.
 
-The websocket itself needs a kubelet (the test harness has none), so ``open_forward_socket``
-is replaced by a socket pair whose far end echoes; everything around it is real: the
-listener, the connector, the pod lookup by label through the watch cache.
+The websocket itself needs a kubelet (the test harness has none), so ``open_forward`` is
+replaced by a socket pair whose far end echoes; everything around it is real: the
+listener, the connector, the pod lookup by label through the watch cache. The stream
+itself is tested in ``test_k8s_wsforward.py`` and through a real API server in
+``test_kubernetes_tunnel.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ PODS_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
 
 class FakeForwards:
-    """Stands in for ``open_forward_socket``: records each stream, echoes upper-cased."""
+    """Opens the far end of a stream (``fake_forward`` makes it ``open_forward``): records
+    each stream, echoes upper-cased."""
 
     def __init__(self) -> None:
         self.opened: list[tuple[str, int]] = []
@@ -44,10 +47,20 @@ class FakeForwards:
         return ours
 
 
+def fake_forward(monkeypatch: pytest.MonkeyPatch, fake: FakeForwards) -> None:
+    async def open_forward(
+        client: Any, namespace: str, pod: str, port: int, protocol: asyncio.Protocol
+    ) -> asyncio.Transport:
+        sock = fake(client.connection.configuration, namespace, pod, port)
+        return await portforward.adopt_socket(sock, protocol)
+
+    monkeypatch.setattr(portforward, "open_forward", open_forward)
+
+
 @pytest.fixture
 def forwards(monkeypatch: pytest.MonkeyPatch) -> FakeForwards:
     fake = FakeForwards()
-    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    fake_forward(monkeypatch, fake)
     return fake
 
 
@@ -166,7 +179,7 @@ async def test_a_handshake_refused_just_after_ready_is_tried_again(
     kube: Emulator, runtime: KubernetesRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = RefusingFirst(refusals=2, status=400)
-    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    fake_forward(monkeypatch, fake)
     tunnel = await open_ready_tunnel(kube, runtime)
     try:
         assert await exchange(tunnel.info.port, b"late") == f"{SID}-a:LATE".encode()
@@ -179,7 +192,7 @@ async def test_a_forbidden_handshake_is_not_tried_again(
     kube: Emulator, runtime: KubernetesRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = RefusingFirst(refusals=1, status=403)
-    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    fake_forward(monkeypatch, fake)
     tunnel = await open_ready_tunnel(kube, runtime)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
@@ -195,7 +208,7 @@ async def test_a_pod_that_never_accepts_ends_the_connection_after_the_dial_windo
 ) -> None:
     monkeypatch.setattr(portforward, "DIAL_WINDOW", 0.3)
     fake = RefusingFirst(refusals=1000, status=400)
-    monkeypatch.setattr(portforward, "open_forward_socket", fake)
+    fake_forward(monkeypatch, fake)
     tunnel = await open_ready_tunnel(kube, runtime)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)

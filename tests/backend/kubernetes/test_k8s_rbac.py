@@ -105,9 +105,12 @@ def granted() -> set[tuple[str, str]]:
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Requests]]:
-    """Records requests below the client: urllib3 (REST, watch, logs) and websockets."""
+    """Records requests below the client: urllib3 (REST, watch, logs) and websockets (the
+    tunnel's own, ``wsforward``, and the official client's, which a proxy would use)."""
     import urllib3
     from kubernetes.stream import ws_client
+
+    from backend.runtime.kubernetes import wsforward
 
     recorders: list[Requests] = []
     urlopen = urllib3.PoolManager.urlopen
@@ -123,8 +126,20 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Requests]]:
             r.add("WS", url, headers)
         return create_websocket(configuration, url, headers)
 
+    request = wsforward.ForwardEndpoint.request
+
+    def recording_request(
+        self: Any, namespace: str, pod: str, port: int, auth: dict[str, str]
+    ) -> bytes:
+        data = request(self, namespace, pod, port, auth)
+        path = data.split(b" ", 2)[1].decode()
+        for r in recorders:
+            r.add("WS", f"https://{self.host}:{self.port}{path}", auth)
+        return data
+
     monkeypatch.setattr(urllib3.PoolManager, "urlopen", recording_urlopen)
     monkeypatch.setattr(ws_client, "create_websocket", recording_websocket)
+    monkeypatch.setattr(wsforward.ForwardEndpoint, "request", recording_request)
     yield recorders
 
 
