@@ -37,4 +37,7 @@ def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pool:
     """A deterministic pool on the memory runtime, not yet started."""
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    # A true-colour terminal unless a test says otherwise: the console picks its theme
+    # from the terminal (tui.theme), and CI's TERM is nobody's choice.
+    monkeypatch.setenv("COLORTERM", "truecolor")
     return build_pool(tmp_path, monkeypatch)
