@@ -187,6 +187,17 @@ class CommandsMixin(_AppBase):
             text += "; idle sessions are stopped"
         return CommandDone("Draining", text)
 
+    @work(group="drain-ask", exclusive=True, exit_on_error=False, name="read drain")
+    async def ask_drain(self) -> None:
+        """Read whether the pool is drained now (a drain from the command line reaches the
+        header only with the next health read), then ask to drain or to resume."""
+        health = await self.client.health()
+        draining = bool(health.get("draining"))
+        if draining != bool(self.view.health.get("draining")):
+            self.request_sync(full=True)  # the header was behind
+        live = int(health.get("active_sessions") or 0)
+        self.confirm_drain(draining, health.get("draining_since"), live)
+
     def confirm_drain(self, draining: bool, since: float | None, live: int) -> None:
         """Ask first; drain (or, when drained, resume admission) on yes."""
         if draining:

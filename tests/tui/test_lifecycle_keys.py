@@ -128,6 +128,7 @@ class TestDrain:
         async with app.run_test(size=(80, 24)) as pilot:
             await seeded(pilot, pool, "alice")
             await pilot.press("D")
+            await settle(pilot)
             assert isinstance(app.screen, DrainScreen)
             assert app.focused is not None and app.focused.id == "cancel"
             assert "the 1 live session keeps running" in body(app)
@@ -135,7 +136,9 @@ class TestDrain:
             await pilot.press("enter")  # Enter on Cancel: nothing happens
             await settle(pilot)
             assert not pool.backend.pool.drain.active
-            await pilot.press("D", "tab", "enter")
+            await pilot.press("D")
+            await settle(pilot)
+            await pilot.press("tab", "enter")
             await settle(pilot)
             assert pool.backend.pool.drain.active
             assert not pool.backend.pool.drain.evict_idle
@@ -147,13 +150,16 @@ class TestDrain:
             except Draining:
                 pass
             await pilot.press("D")
+            await settle(pilot)
             assert isinstance(app.screen, UndrainScreen)
             assert app.focused is not None and app.focused.id == "cancel"
             assert "The pool is draining since 12:00:00 (0s ago)" in body(app)
             await pilot.press("escape")
             await settle(pilot)
             assert pool.backend.pool.drain.active
-            await pilot.press("D", "tab", "enter")
+            await pilot.press("D")
+            await settle(pilot)
+            await pilot.press("tab", "enter")
             await settle(pilot)
             assert not pool.backend.pool.drain.active
             assert not main_of(app).status.draining
@@ -163,21 +169,22 @@ class TestDrain:
         app = pool.app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            await pilot.press("D", "shift+tab", "space", "tab", "tab", "enter")
+            await pilot.press("D")
+            await settle(pilot)
+            await pilot.press("shift+tab", "space", "tab", "tab", "enter")
             await settle(pilot)
             assert pool.backend.pool.drain.active and pool.backend.pool.drain.evict_idle
             assert "idle sessions are stopped" in log_text(app)
 
-    async def test_a_drain_from_elsewhere_offers_to_resume(self, pool: Pool) -> None:
+    async def test_D_after_a_drain_from_elsewhere_offers_to_resume(self, pool: Pool) -> None:
         app = pool.app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            pool.backend.pool.set_drain(True)
-            app.request_sync(full=True)
-            await settle(pilot)
-            assert main_of(app).status.draining
+            pool.backend.pool.set_drain(True)  # as `podwarden drain` does: no sync follows
             await pilot.press("D")
+            await settle(pilot)
             assert isinstance(app.screen, UndrainScreen)
+            assert main_of(app).status.draining  # the header caught up, too
 
 
 class TestBulkEvict:

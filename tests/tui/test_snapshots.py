@@ -112,9 +112,10 @@ class TestLogAndSize:
         assert snap_compare(app, terminal_size=size, run_before=settle)
 
 
-def lifecycle(pool: Pool, drained: bool = True) -> Any:
+def lifecycle(pool: Pool, drained: bool = True, then: tuple[str, ...] = ()) -> Any:
     """Idle culling on (1 h), two of alice's sessions (one pinned), bob, two standby
-    workloads, and (unless ``drained`` is False) the pool drained."""
+    workloads, and (unless ``drained`` is False) the pool drained; then press ``then``
+    and wait for what the keys started."""
 
     async def before(pilot: Pilot[Any]) -> None:
         from tests.tui.test_lifecycle_keys import with_standby
@@ -133,6 +134,9 @@ def lifecycle(pool: Pool, drained: bool = True) -> Any:
             pool.backend.pool.set_drain(True)
         pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
         await settle(pilot)
+        if then:
+            await pilot.press(*then)
+            await settle(pilot)
 
     return before
 
@@ -148,7 +152,8 @@ class TestLifecycle:
     def test_drain_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """D: what a drain refuses and keeps, the evict-idle option, focus on Cancel."""
         app = pool.app()
-        assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool, False), press=["D"])
+        before = lifecycle(pool, drained=False, then=("D",))
+        assert snap_compare(app, terminal_size=size, run_before=before)
 
     def test_bulk_evict_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """E on alice's row: one dialog with the count, and the pinned one said."""

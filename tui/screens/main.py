@@ -172,7 +172,7 @@ class MainScreen(Screen[None]):
 
     def action_read_only(self, label: str) -> None:
         self.notify(
-            f"{label} is unavailable in read-only mode (the console runs with --read-only).",
+            f"{label} is unavailable in read-only mode (--read-only).",
             title="Read-only",
             severity="warning",
         )
@@ -251,13 +251,7 @@ class MainScreen(Screen[None]):
         self.papp.toggle_pin(sid, not session.get("pinned"))
 
     def action_drain(self) -> None:
-        health = self.papp.view.health
-        if not health:
-            self.notify("No pool data yet: wait for the first update.", title="Drain")
-            return
-        live = int(health.get("active_sessions") or 0)
-        since = health.get("draining_since")
-        self.papp.confirm_drain(bool(health.get("draining")), since, live)
+        self.papp.ask_drain()
 
     def action_clean_orphans(self) -> None:
         orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]
