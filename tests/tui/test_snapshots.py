@@ -159,3 +159,8 @@ class TestLifecycle:
         """E on alice's row: one dialog with the count, and the pinned one said."""
         app = pool.app()
         assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool), press=["g", "E"])
+
+    def test_undrain_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """D on a drained pool: since when, and the offer to resume admission."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool, then=("D",)))

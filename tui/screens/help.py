@@ -54,7 +54,10 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("", Text("        ✗ failed  ▽ stopping  · ended", style="dim"))
         table.add_row("", Text("CULL:   when idle culling or max age stops it", style="dim"))
         table.add_row(
-            "", Text(f"        {PIN_SYMBOL} pin: pinned, never culled or evicted", style="dim")
+            "",
+            Text(
+                f"        {PIN_SYMBOL} pin: pinned, the pool never culls or evicts it", style="dim"
+            ),
         )
         if self.orphans:
             fix = "O cleans them up" if not self.read_only else "read-only: cannot clean up"

@@ -364,7 +364,8 @@ class MainScreen(Screen[None]):
             return
         counter = getattr(lifecycle, "api_clients", None)
         clients = int(counter()) if callable(counter) else 0
-        sessions = sum(app.view.user_counts().values())
+        # Standby workloads keep running too, though they belong to no user yet.
+        sessions = sum(1 for s in app.view.sessions.values() if s.get("state") in LIVE_STATES)
         if not (sessions or clients):
             app.exit(0)
             return
