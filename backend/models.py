@@ -264,6 +264,8 @@ def validate_user(user: object) -> str:
         raise InvalidRequest("user", "must be a string")
     if not user.strip():
         raise InvalidRequest("user", "must not be empty")
+    if user != user.strip():
+        raise InvalidRequest("user", "must not start or end with whitespace")
     if len(user) > MAX_USER_LENGTH:
         raise InvalidRequest("user", f"is {len(user)} characters long; at most {MAX_USER_LENGTH}")
     if _BAD_USER_CHARS.search(user):

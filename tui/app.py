@@ -11,11 +11,13 @@ is ``tui.sync``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from textual import on, work
 from textual.app import App
 from textual.events import Resize
+from textual.notifications import SeverityLevel
 
 from backend.client import PodwardenClient
 from tui.commands import CommandsMixin
@@ -28,7 +30,16 @@ from tui.screens.too_small import TooSmallScreen
 from tui.settings import TuiSettings
 from tui.sync import SyncMixin
 
-__all__ = ["Lifecycle", "PodwardenApp", "make_app"]
+__all__ = ["Lifecycle", "PodwardenApp", "Toast", "make_app"]
+
+
+@dataclass(frozen=True)
+class Toast:
+    """The notification on screen now (the console shows one at a time)."""
+
+    title: str
+    message: str
+    severity: SeverityLevel
 
 
 class Lifecycle(Protocol):
@@ -71,6 +82,7 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
         self._new_session_modal: NewSessionScreen | None = None
         self._stopped = False
         self._history_loaded = False
+        self.toast: Toast | None = None
         self._init_sync()
 
     @property
@@ -158,6 +170,24 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
         if state == "stale" and previous != "stale" and main is not None:
             main.log_panel.add_error("Link lost", detail or "no answer", self.clock())
             self.notify(detail or "no answer", title="Link lost", severity="warning", markup=False)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Show one toast, replacing any other: stacked toasts cover the screen at 80x24.
+
+        Only what needs the operator's eye is toasted (failures, the end of something they
+        asked for that took a while, a copy); routine successes go to the event log alone.
+        """
+        self.clear_notifications()
+        self.toast = Toast(title, message, severity)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # ---------------------------------------------------------------- size
 

@@ -3,11 +3,10 @@
 Commands (acquire, evict, bulk evict, pin, drain, remove orphans, read a log) are
 ``@work(exclusive=True, exit_on_error=False)`` workers, one group per kind, so a slow
 backend never blocks a key and a repeated command replaces the one still waiting.
-``on_worker_state_changed`` is the one handler that reports what they did: success and
-failure alike end in a toast (which vanishes) and a line in the log panel (which stays);
+``on_worker_state_changed`` is the one handler that reports what they did: every outcome
+gets a line in the log panel (which stays); failures also get a toast (which vanishes);
 a refusal the new-session modal can show under its field keeps the modal open. Starts
-and evictions the operator asked for get a second note when their events say how they
-ended.
+and evictions the operator asked for get a toast when their events say how they ended.
 """
 
 from __future__ import annotations
@@ -295,7 +294,6 @@ class CommandsMixin(_AppBase):
                     self.main.select(done.session["session_id"])
             if worker.group in ("orphans", "drain", "bulk"):
                 self.request_sync(full=True)  # the header's counts come from health
-            self.notify(done.message, title=done.title, markup=False)
             if self.main is not None:
                 self.main.log_panel.add_events(
                     [

@@ -30,7 +30,7 @@ class Key:
     shown: str
     """How people write the key (``?`` / ``F1``)."""
     mutating: bool = False
-    """Changes the pool: unbound in read-only mode."""
+    """Changes the pool: in read-only mode it only says it is off."""
     footer: bool = False
     """Shown in the footer (the few that matter most)."""
 
@@ -54,6 +54,8 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("l", "toggle_logs", "Logs", "Maximize or restore the log panel", "l", footer=True),
     Key("o", "log_source", "Log source", "Log panel: backend events / session log", "o"),
+    Key("v", "session_events", "Its events", "The selected session's events, each in full", "v"),
+    Key("V", "browse_events", "Events", "Every event in a list; enter reads one in full", "V"),
     Key("slash", "filter", "Filter", "Filter by user, state or template", "/", footer=True),
     Key("escape", "clear", "Clear", "Clear the filter; restore the log panel", "esc"),
     Key("a", "toggle_ended", "Ended", "Show or hide ended sessions", "a", footer=True),
@@ -83,6 +85,7 @@ TABLE_KEYS: tuple[tuple[str, str], ...] = (
     ("PgUp PgDn", "Page through the sessions"),
     ("g G", "First / last session"),
     ("tab", "Move focus (table, detail, log)"),
+    ("enter (log)", "Read the events in a list, each in full"),
 )
 """Navigation keys of the sessions table, listed on the help screen."""
 

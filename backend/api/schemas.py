@@ -34,16 +34,13 @@ __all__ = [
     "TunnelOut",
 ]
 
-# Printable text with at least one non-space character, not starting with "-" (it would
-# read as an option on a command line); control characters (C0, DEL, C1) and
-# bidirectional controls would corrupt or disguise logs and screens. The pool checks the
-# same (``validate_user``); this puts it in the schema. No lookahead: pydantic's regex
-# engine has none.
+# Printable text, not starting or ending with whitespace (``"api15 "`` would be a user apart
+# from ``api15``), not starting with "-" (it would read as an option on a command line);
+# control characters (C0, DEL, C1) and bidirectional controls would corrupt or disguise
+# logs and screens. The pool checks the same (``validate_user``); this puts it in the
+# schema. No lookahead: pydantic's regex engine has none.
 _USER_BAD = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-USER_PATTERN = (
-    rf"^(?:[^\s\-{_USER_BAD}][^{_USER_BAD}]*"
-    rf"|[^\S{_USER_BAD}][^{_USER_BAD}]*[^\s{_USER_BAD}][^{_USER_BAD}]*)$"
-)
+USER_PATTERN = rf"^[^\s\-{_USER_BAD}](?:[^{_USER_BAD}]*[^\s{_USER_BAD}])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 UserName = Annotated[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tui.keys import KEYS, MUTATING, READ_ONLY_ACTION, bindings, markdown_table
 
@@ -46,7 +47,9 @@ def test_every_mutating_key_and_only_those_has_a_hidden_read_only_note() -> None
     assert MUTATING == {k.action for k in KEYS if k.mutating}
 
 
-def test_the_markdown_key_map_lists_every_key() -> None:
+def test_the_markdown_key_map_lists_every_key_and_is_the_readmes() -> None:
     table = markdown_table()
     for key in KEYS:
         assert key.help in table
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert table in readme, "README's key table is stale: paste tui.keys.markdown_table()"

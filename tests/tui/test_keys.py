@@ -11,14 +11,17 @@ from typing import Any
 
 from textual.command import CommandPalette
 
+from backend.events import EventKind
 from backend.models import SessionState
 from tests.tui.harness import Pool, settle
 from tui.app import PodwardenApp
+from tui.screens.events import EventDetailScreen, EventsScreen
 from tui.screens.evict import EvictScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
 from tui.screens.quit import QuitScreen
+from tui.widgets.toggles import ChoiceList
 
 
 def main_of(app: PodwardenApp) -> Any:
@@ -96,6 +99,133 @@ class TestNewSession:
             await settle(pilot)
             sessions = [s for s in pool.backend.pool.list() if s.user == "alice"]
             assert len(sessions) == 2 and first in {s.session_id for s in sessions}
+
+    async def test_the_first_arrow_key_chooses_the_next_template(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"carol", "tab", "down", "enter")
+            await settle(pilot)
+            [session] = pool.backend.pool.list()
+            assert (session.user, session.template) == ("carol", "chromium")
+
+    async def test_a_click_on_a_template_chooses_it_without_sending(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"dave")
+            modal = app.screen
+            assert isinstance(modal, NewSessionScreen)
+            choices = modal.query_one("#template", ChoiceList)
+            assert choices.value == "demo"  # the configured default
+            await pilot.click(ChoiceList, offset=(3, 0))  # the first line: chromium
+            await settle(pilot)
+            assert choices.value == "chromium" and app.screen is modal
+            assert pool.backend.pool.list() == []
+
+    async def test_enter_on_the_reuse_box_submits_and_space_toggles_it(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [first] = await seeded(pilot, pool, "alice")
+            await pilot.press("n")
+            modal = app.screen
+            assert isinstance(modal, NewSessionScreen)
+            await pilot.press("tab", "tab")
+            assert modal.focused is modal.query_one("#reuse")
+            await pilot.press("space", "enter")
+            await settle(pilot)
+            sessions = [s for s in pool.backend.pool.list() if s.user == "alice"]
+            assert len(sessions) == 2 and first in {s.session_id for s in sessions}
+            assert not isinstance(app.screen, NewSessionScreen)
+
+    async def test_an_error_clears_once_the_input_is_edited(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("n", "-", "x", "enter")
+            await settle(pilot)
+            error = app.screen.query_one("#user-error")
+            assert "must not start with '-'" in str(error.render())
+            await pilot.press("backspace")
+            assert str(error.render()) == "" and error.has_class("-empty")
+
+    async def test_surrounding_whitespace_is_trimmed_so_the_user_is_reused(
+        self, pool: Pool
+    ) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [first] = await seeded(pilot, pool, "api15")
+            await pilot.press("n", "ctrl+u", *" api15 ", "enter")
+            await settle(pilot)
+            assert [s.session_id for s in pool.backend.pool.list()] == [first]
+            assert f"Reused: {first}" in log_text(app)
+
+
+class TestToasts:
+    async def test_a_new_session_gets_one_toast_when_it_is_ready(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"alice", "enter")
+            await settle(pilot)
+            assert "New session: alice-demo-00000001" in log_text(app)  # not toasted
+            assert app.toast is not None and app.toast.title == "Session ready"
+            await pilot.pause()
+            assert len(app.screen.query("Toast")) == 1
+
+    async def test_at_most_one_toast_is_on_screen(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("c", "y")
+            await pilot.pause()
+            await pilot.pause()
+            toasts = app.screen.query("Toast")
+            assert len(toasts) == 1 and app.toast is not None and app.toast.message == sid
+
+
+class TestEvents:
+    async def test_event_lines_wrap_instead_of_being_cut(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            long = "the login page answered slowly " * 6 + "END-OF-MESSAGE"
+            pool.backend.bus.publish(EventKind.REFRESH_FAILED, long, session_id="x-demo-1")
+            await settle(pilot)
+            panel = main_of(app).log_panel
+            shown = "".join("".join(strip.text for strip in panel.lines).split())
+            assert "".join(long.split()) in shown  # every word, over several lines
+
+    async def test_enter_on_the_log_lists_events_and_opens_one_in_full(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            main_of(app).log_panel.focus()
+            await pilot.press("enter")
+            assert isinstance(app.screen, EventsScreen)
+            events = app.screen.events
+            assert events and events[-1]["session_id"] == sid
+            await pilot.press("enter")  # the cursor starts on the newest
+            assert isinstance(app.screen, EventDetailScreen)
+            assert app.screen.event is events[-1]
+            text = str(app.screen.query_one("#event-text").render())
+            assert sid in text and str(events[-1]["message"]) in text
+            await pilot.press("escape", "escape")
+            assert not isinstance(app.screen, (EventsScreen, EventDetailScreen))
+
+    async def test_v_shows_only_the_selected_sessions_events(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            alice, bob = await seeded(pilot, pool, "alice", "bob")
+            main_of(app).select(bob)
+            await pilot.press("v")
+            assert isinstance(app.screen, EventsScreen)
+            kinds = [e["kind"] for e in app.screen.events]
+            assert {e["session_id"] for e in app.screen.events} == {bob}
+            assert "ready" in kinds
+            await pilot.press("escape", "V")
+            assert isinstance(app.screen, EventsScreen)
+            assert {alice, bob} <= {e.get("session_id") for e in app.screen.events}
 
 
 class TestReuseAndEvict:
@@ -193,10 +323,10 @@ class TestViewKeys:
             [sid] = await seeded(pilot, pool, "alice")
             await pilot.press("c")
             assert app.clipboard == "127.0.0.1:43000"
+            assert app.toast is not None and app.toast.message == "127.0.0.1:43000"
             await pilot.press("y")
             assert app.clipboard == sid
-            messages = [n.message for n in app._notifications]
-            assert "127.0.0.1:43000" in messages and sid in messages
+            assert app.toast is not None and app.toast.message == sid
 
     async def test_p_pauses_live_updates(self, pool: Pool) -> None:
         app = pool.app()
@@ -261,17 +391,18 @@ class TestReadOnly:
         app = pool.app(read_only=True)
         async with app.run_test(size=(80, 24)) as pilot:
             [sid] = await seeded(pilot, pool, "alice")
-            await pilot.press("n", "r", "e", "E", "P", "D", "O")
-            await settle(pilot)
-            assert app.screen is app.main
+            labels = {"n": "New", "r": "Reuse", "e": "Evict", "E": "Evict all", "P": "Pin"}
+            for key, label in {**labels, "D": "Drain", "O": "Clean up orphans"}.items():
+                await pilot.press(key)
+                await settle(pilot)
+                assert app.screen is app.main
+                notes = " ".join(n.message for n in app._notifications)
+                assert f"{label} is unavailable in read-only mode" in notes
             assert pool.backend.pool.get(sid).use_count == 1
             assert pool.backend.pool.get(sid).state is SessionState.READY
             assert not pool.backend.pool.get(sid).pinned
             assert not pool.backend.pool.drain.active
             assert main_of(app).status.read_only
-            notes = [n.message for n in app._notifications]
-            for label in ("New", "Reuse", "Evict", "Evict all", "Pin", "Drain"):
-                assert f"{label} is unavailable in read-only mode" in " ".join(notes)
             # Neither the footer nor the palette offers them.
             assert app.main is not None
             shown = {b.binding.key for b in app.main.active_bindings.values() if b.enabled}

@@ -89,6 +89,11 @@ class TestModals:
         """Names user, session and workload; the focus is on Cancel."""
         assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["e"])
 
+    def test_event_in_full(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """V lists the events; Enter opens the newest with every field and its data."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=mixed(pool), press=["V", "enter"])
+
     def test_orphans_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """``⚠ 2 orphans`` in the header; O lists them, says what happens, focus on Cancel."""
         assert snap_compare(pool.app(), terminal_size=size, run_before=orphans(pool), press=["O"])

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from rich.text import Text
 from textual import on
 from textual.widget import Widget
-from textual.widgets import Checkbox
 
 from tui.format import DRAIN_SYMBOL, clock_time, duration
 from tui.screens.confirm import StopConfirmScreen
+from tui.widgets.toggles import TickBox
 
 __all__ = ["DrainScreen", "UndrainScreen"]
 
@@ -30,7 +30,8 @@ class DrainScreen(StopConfirmScreen):
     CONFIRM_LABEL = "Drain"
     CONFIRM_ID = "drain"
     DEFAULT_CSS = """
-    DrainScreen #evict-idle { margin-top: 1; }
+    DrainScreen #evict-idle { width: 1fr; height: 1; margin-top: 1; }
+    DrainScreen #evict-idle:focus { text-style: reverse; }
     """
 
     def __init__(self, live: int) -> None:
@@ -39,8 +40,8 @@ class DrainScreen(StopConfirmScreen):
         self.evict_idle = False
         """Whether the operator asked to stop sessions as they go idle, too."""
 
-    @on(Checkbox.Changed, "#evict-idle")
-    def _evict_idle_changed(self, event: Checkbox.Changed) -> None:
+    @on(TickBox.Changed)
+    def _evict_idle_changed(self, event: TickBox.Changed) -> None:
         self.evict_idle = event.value
 
     def body(self) -> Text:
@@ -53,7 +54,7 @@ class DrainScreen(StopConfirmScreen):
         return text
 
     def controls(self) -> Iterable[Widget]:
-        yield Checkbox("Also stop sessions as they go idle", id="evict-idle", compact=True)
+        yield TickBox("Also stop sessions as they go idle", id="evict-idle")
 
 
 class UndrainScreen(StopConfirmScreen):

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer
 from tui.format import LIVE_STATES
 from tui.keys import KEY_OF, MUTATING, READ_ONLY_ACTION, bindings
 from tui.model import SORTS, Filter
+from tui.screens.events import EventsScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
@@ -275,6 +276,18 @@ class MainScreen(Screen[None]):
             self._follow_selected()
         else:
             self.log_panel.show_events()
+
+    def action_browse_events(self) -> None:
+        events = self.log_panel.events()
+        self.app.push_screen(EventsScreen(events, "Events", self.settings.localtime))
+
+    def action_session_events(self) -> None:
+        session = self._selected()
+        if session is None:
+            return
+        sid = str(session["session_id"])
+        events = self.log_panel.events(sid)
+        self.app.push_screen(EventsScreen(events, f"Events of {sid}", self.settings.localtime))
 
     def action_filter(self) -> None:
         self.app.push_screen(FilterScreen(self.table.filter.text, self.settings.cursor_blink))

@@ -19,11 +19,11 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioSet, Static
+from textual.widgets import Button, Input, Label, Static
 
 from backend.errors import InvalidRequest
 from backend.models import validate_user
-from tui.widgets.toggles import MarkedCheckbox, MarkedRadioButton
+from tui.widgets.toggles import Choice, ChoiceList, TickBox
 
 __all__ = ["NewSessionRequest", "NewSessionScreen"]
 
@@ -40,7 +40,7 @@ class NewSessionRequest:
 class NewSessionScreen(ModalScreen[None]):
     """Ask for user, template and reuse; hand the request to the app; show its errors."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "submit", "Start")]
     DEFAULT_CSS = """
     NewSessionScreen { align: center middle; }
     NewSessionScreen #dialog {
@@ -49,7 +49,11 @@ class NewSessionScreen(ModalScreen[None]):
     }
     NewSessionScreen .error { color: $error; height: auto; }
     NewSessionScreen .error.-empty { display: none; }
-    NewSessionScreen RadioSet { width: 1fr; height: auto; max-height: 6; }
+    NewSessionScreen ChoiceList {
+        width: 1fr; height: auto; max-height: 6; border: none; padding: 0;
+    }
+    NewSessionScreen TickBox { width: 1fr; height: 1; margin-top: 1; }
+    NewSessionScreen TickBox:focus { text-style: reverse; }
     NewSessionScreen #buttons { height: auto; align-horizontal: right; margin-top: 1; }
     NewSessionScreen #buttons Button { margin-left: 2; }
     """
@@ -83,22 +87,26 @@ class NewSessionScreen(ModalScreen[None]):
             user.cursor_blink = self._cursor_blink
             yield user
             yield Static("", id="user-error", classes="error -empty")
-            yield Label("Template")
-            with RadioSet(id="template"):
-                if not self._templates:
-                    yield MarkedRadioButton("(backend default)", value=True, compact=True)
-                for t in self._templates:
-                    port = f":{t['port']}" if t.get("port") else ""
-                    default = bool(t.get("default"))
-                    yield MarkedRadioButton(f"{t['name']} {port}", value=default, compact=True)
+            yield Label("Template  (↑/↓ to choose)")
+            yield ChoiceList(self._choices(), self._default_choice(), id="template")
             yield Static("", id="template-error", classes="error -empty")
-            yield MarkedCheckbox(
-                "Reuse the user's ready session if there is one", True, id="reuse", compact=True
-            )
+            yield TickBox("Reuse the user's ready session if there is one", True, id="reuse")
             yield Static("", id="error", classes="error -empty")
             with Horizontal(id="buttons"):
                 yield Button("Start", variant="primary", id="start", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
+
+    def _choices(self) -> list[Choice]:
+        if not self._templates:
+            return [Choice("(backend default)", None)]
+        return [
+            Choice(f"{t['name']} :{t['port']}" if t.get("port") else str(t["name"]), str(t["name"]))
+            for t in self._templates
+        ]
+
+    def _default_choice(self) -> int:
+        defaults = [i for i, t in enumerate(self._templates) if t.get("default")]
+        return defaults[0] if defaults else 0
 
     def on_mount(self) -> None:
         self.query_one("#user", Input).focus()
@@ -108,19 +116,19 @@ class NewSessionScreen(ModalScreen[None]):
         self.query_one("#start", Button).label = "Starting…" if busy else "Start"
 
     def request(self) -> NewSessionRequest | None:
-        """The request in the form, or None after showing why it cannot be sent."""
+        """The request in the form, or None after showing why it cannot be sent.
+
+        The user name is trimmed here: a stray space typed in a form is not a new user
+        (the API, which cannot guess, refuses surrounding whitespace instead)."""
         self.clear_errors()
-        user = self.query_one("#user", Input).value
+        user = self.query_one("#user", Input).value.strip()
         try:
             validate_user(user)
         except InvalidRequest as e:
             self.show_error("user", e.problem)
             return None
-        template = None
-        pressed = self.query_one("#template", RadioSet).pressed_index
-        if self._templates and 0 <= pressed < len(self._templates):
-            template = str(self._templates[pressed]["name"])
-        return NewSessionRequest(user, template, self.query_one("#reuse", MarkedCheckbox).value)
+        template = self.query_one("#template", ChoiceList).value
+        return NewSessionRequest(user, template, self.query_one("#reuse", TickBox).value)
 
     def clear_errors(self) -> None:
         for name in ("user-error", "template-error", "error"):
@@ -138,10 +146,22 @@ class NewSessionScreen(ModalScreen[None]):
         if field == "user":
             self.query_one("#user", Input).focus()
 
+    @on(Input.Changed, "#user")
+    def _user_edited(self, event: Input.Changed) -> None:
+        """An error about the old input is stale once the input changes."""
+        event.stop()
+        if not self.busy:
+            self.clear_errors()
+
     @on(Input.Submitted, "#user")
     @on(Button.Pressed, "#start")
-    def _submit(self, event: Input.Submitted | Button.Pressed) -> None:
+    @on(ChoiceList.Submitted, "#template")
+    def _submit(self, event: Input.Submitted | Button.Pressed | ChoiceList.Submitted) -> None:
         event.stop()
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        """Send the request (Enter from any field, or the Start button)."""
         if self.busy:
             return
         request = self.request()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.events import Resize
 from textual.reactive import reactive
 from textual.timer import Timer
@@ -36,9 +37,12 @@ _KIND_STYLE = {
 
 
 def event_line(event: dict[str, Any], localtime: Callable[[float], time.struct_time]) -> Text:
-    """``12:00:01 created   alice gets new session …``: time, kind as a word, message."""
+    """``12:00:01 created alice gets new session …``: time, kind as a word, message.
+
+    Event lines wrap (a message is never cut); workload log lines do not (they are
+    often wide tables and progress bars)."""
     kind = str(event.get("kind", "?"))
-    line = Text(no_wrap=True, overflow="ellipsis")
+    line = Text(no_wrap=False, overflow="fold")
     line.append(clock_time(event.get("ts"), localtime), style="dim")
     line.append(" ")
     line.append(kind, style=_KIND_STYLE.get(kind, "bold"))
@@ -47,7 +51,11 @@ def event_line(event: dict[str, Any], localtime: Callable[[float], time.struct_t
 
 
 class LogPanel(RichLog):
-    """A bounded, following log of events (``source`` ``events``) or one session's log."""
+    """A bounded, following log of events (``source`` ``events``) or one session's log.
+
+    Enter opens the events in a list, where each can be read in full."""
+
+    BINDINGS = [Binding("enter", "screen.browse_events", "Read events", show=False)]
 
     DEFAULT_CSS = """
     LogPanel {
@@ -69,9 +77,14 @@ class LogPanel(RichLog):
         batch: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(max_lines=max_lines, wrap=True, markup=False, auto_scroll=True, **kwargs)
+        # min_width=1: RichLog renders at least 78 columns by default, which cuts every
+        # line of a panel narrower than that instead of wrapping it.
+        super().__init__(
+            max_lines=max_lines, wrap=True, markup=False, auto_scroll=True, min_width=1, **kwargs
+        )
         self._localtime = localtime
         self._events: list[Text] = []
+        self._event_docs: list[dict[str, Any]] = []
         self._session_lines: list[Text] = []
         self._max = max_lines
         self._width = 0
@@ -127,15 +140,23 @@ class LogPanel(RichLog):
         return [line.plain for line in lines]
 
     @staticmethod
-    def _keep(buffer: list[Text], lines: list[Text], limit: int) -> None:
+    def _keep(buffer: list[Any], lines: list[Any], limit: int) -> None:
         buffer.extend(lines)
         if len(buffer) > limit:
             del buffer[: len(buffer) - limit]
 
+    def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """The events kept (oldest first), or only those of ``session_id``."""
+        if session_id is None:
+            return list(self._event_docs)
+        return [e for e in self._event_docs if e.get("session_id") == session_id]
+
     def add_events(self, events: Iterable[dict[str, Any]]) -> None:
         """Record backend events (kept even while a session log is shown)."""
-        lines = [event_line(e, self._localtime) for e in events]
+        docs = list(events)
+        lines = [event_line(e, self._localtime) for e in docs]
         self._keep(self._events, lines, self._max)
+        self._keep(self._event_docs, docs, self._max)
         if self.source == "events":
             self._emit(lines)
 
