@@ -301,3 +301,33 @@ class TestPolicyColumns:
             main.select(standby.session_id)
             await pilot.pause()
             assert "standby (unclaimed) · template demo" in detail(app)
+
+
+class TestPaletteAndEmpty:
+    async def test_the_palette_offers_pin_drain_and_evict_all(self, pool: Pool) -> None:
+        from textual.command import CommandPalette
+
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            [sid] = await seeded(pilot, pool, "alice")
+            await pilot.press("colon")
+            assert isinstance(app.screen, CommandPalette)
+            await pilot.press(*"Pin (P)")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert pool.backend.pool.get(sid).pinned
+
+    async def test_on_an_empty_pool_the_keys_say_why_nothing_happens(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            for key in ("P", "E"):
+                await pilot.press(key)
+                await settle(pilot)
+                assert app.screen is app.main
+                assert "Select a session first" in notes(app)
+            await pilot.press("D")  # a drain needs no session
+            await settle(pilot)
+            assert isinstance(app.screen, DrainScreen)
+            assert "the 0 live sessions keep running" in body(app)
