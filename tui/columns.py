@@ -14,7 +14,16 @@ from typing import Any
 
 from rich.text import Text
 
-from tui.format import DEAD_STATES, clip, duration, ref_text, state_text, tunnel_text
+from tui.format import (
+    DEAD_STATES,
+    clip,
+    cull_text,
+    duration,
+    idle_since,
+    ref_text,
+    state_text,
+    tunnel_text,
+)
 
 __all__ = ["CHROME", "COLUMNS", "ID_FIT", "ID_MAX", "ID_MIN", "LAYOUTS", "Column", "IdCell"]
 
@@ -55,6 +64,19 @@ def _ago(field: str) -> Render:
     return render
 
 
+def _idle(s: dict[str, Any], now: float, width: int) -> Cell:
+    """The idle time the API reports (``idle_s``): since the last acquire or tunnel use."""
+    if s.get("state") in DEAD_STATES:
+        return _plain("-", "dim")
+    return _plain(duration(now - (idle_since(s) or now)))
+
+
+def _user(s: dict[str, Any], now: float, width: int) -> Cell:
+    if s.get("standby") and not s.get("user"):
+        return _plain(clip("standby", width), "dim italic")  # warm, not yet any user's
+    return _plain(clip(s["user"], width))
+
+
 COLUMNS: dict[str, Column] = {
     c.key: c
     for c in (
@@ -67,7 +89,7 @@ COLUMNS: dict[str, Column] = {
             True,
         ),
         Column("id", "SESSION", 0, lambda s, now, w: IdCell(s["session_id"], w), ()),
-        Column("user", "USER", 9, lambda s, now, w: _plain(clip(s["user"], w)), ("user",)),
+        Column("user", "USER", 9, _user, ("user", "standby")),
         Column(
             "template",
             "TEMPLATE",
@@ -76,7 +98,15 @@ COLUMNS: dict[str, Column] = {
             ("template",),
         ),
         Column("age", "AGE", 5, _ago("created_at"), ("created_at", "state"), True),
-        Column("idle", "IDLE", 5, _ago("last_used_at"), ("last_used_at", "state"), True),
+        Column("idle", "IDLE", 5, _idle, ("last_used_at", "last_active_at", "state"), True),
+        Column(
+            "cull",
+            "CULL",
+            5,
+            lambda s, now, w: cull_text(s, now, w),
+            ("cull_at", "pinned", "state"),
+            True,
+        ),
         Column(
             "uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0))), ("use_count",)
         ),
@@ -92,12 +122,13 @@ COLUMNS: dict[str, Column] = {
 }
 
 LAYOUTS: tuple[tuple[tuple[str, ...], int], ...] = (
-    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 26),
-    (("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref"), 17),
-    (("state", "id", "user", "age", "idle", "uses", "tunnel", "ref"), 17),
-    (("state", "id", "user", "age", "idle", "uses", "tunnel"), 8),
-    (("state", "id", "user", "age", "uses", "tunnel"), 8),
-    (("state", "id", "user", "age", "tunnel"), 8),
+    (("state", "id", "user", "template", "age", "idle", "cull", "uses", "tunnel", "ref"), 26),
+    (("state", "id", "user", "template", "age", "idle", "cull", "uses", "tunnel", "ref"), 17),
+    (("state", "id", "user", "age", "idle", "cull", "uses", "tunnel", "ref"), 17),
+    (("state", "id", "user", "age", "idle", "cull", "uses", "tunnel"), 8),
+    (("state", "id", "user", "age", "idle", "cull", "tunnel"), 8),
+    (("state", "id", "user", "age", "cull", "tunnel"), 8),
+    (("state", "id", "user", "cull", "tunnel"), 8),
     (("state", "id", "user", "tunnel"), 8),
 )
 """Column sets from the richest down, each with its tunnel width; the first whose

@@ -1,12 +1,12 @@
 """UI to backend: every command runs in a worker, and every outcome is told in one place.
 
-Commands (acquire, evict, remove orphans, read a log) are ``@work(exclusive=True,
-exit_on_error=False)`` workers, one group per kind, so a slow backend never blocks a key
-and a repeated command replaces the one still waiting. ``on_worker_state_changed`` is
-the one handler that reports what they did: every outcome gets a line in the log panel
-(which stays); failures also get a toast (which vanishes); a refusal the new-session
-modal can show under its field keeps the modal open. Starts and evictions the operator
-asked for get a toast when their events say how they ended.
+Commands (acquire, evict, bulk evict, pin, drain, remove orphans, read a log) are
+``@work(exclusive=True, exit_on_error=False)`` workers, one group per kind, so a slow
+backend never blocks a key and a repeated command replaces the one still waiting.
+``on_worker_state_changed`` is the one handler that reports what they did: every outcome
+gets a line in the log panel (which stays); failures also get a toast (which vanishes);
+a refusal the new-session modal can show under its field keeps the modal open. Starts
+and evictions the operator asked for get a toast when their events say how they ended.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from backend.errors import InvalidRequest, PodwardenError, SessionNotFound
 from tui.format import orphans_word
 from tui.messages import CommandDone
 from tui.model import PoolView
+from tui.screens.bulk_evict import BulkEvictScreen, sessions_word
+from tui.screens.drain import DrainScreen, UndrainScreen
 from tui.screens.evict import EvictScreen
 from tui.screens.new_session import NewSessionRequest, NewSessionScreen
 from tui.screens.orphans import OrphansScreen
+from tui.settings import TuiSettings
 from tui.sync import _reason
 
 if TYPE_CHECKING:
@@ -42,6 +45,9 @@ _TITLES = {
     "invalid_request": "Invalid request",
     "unknown_template": "Unknown template",
     "not_found": "No such session",
+    "session_ended": "Session ended",
+    "pin_limit": "Pin limit",
+    "draining": "Pool draining",
     "capacity": "Pool full",
     "start_failed": "Start failed",
     "runtime_unavailable": "Runtime unavailable",
@@ -54,6 +60,7 @@ class CommandsMixin(_AppBase):
     """The app's half that sends commands and reports their outcomes."""
 
     client: PodwardenClient
+    settings: TuiSettings
     view: PoolView
     read_only: bool
     remote: bool
@@ -123,6 +130,91 @@ class CommandsMixin(_AppBase):
                 self.evict(session["session_id"])
 
         self.push_screen(EvictScreen(session), done)
+
+    @work(group="bulk", exclusive=True, exit_on_error=False, name="bulk evict")
+    async def bulk_evict(self, ids: list[str], user: str | None, scope: str) -> CommandDone:
+        """End many sessions: all of ``user`` in one call (``DELETE /sessions?user=``, the
+        backend picks its live sessions), else each of ``ids`` in turn (ids the backend
+        no longer knows count as gone). Cleanups arrive later as events."""
+        if user is not None:
+            answer = await self.client.delete_user_sessions(user)
+            count = int(answer.get("count") or 0)
+            return CommandDone("Evicting", f"{sessions_word(count)} {scope}: stopping")
+        gone = 0
+        for sid in ids:
+            try:
+                await self.client.delete_session(sid)
+            except SessionNotFound:
+                gone += 1
+        text = f"{sessions_word(len(ids) - gone)} {scope}: stopping"
+        if gone:
+            text += f" ({gone} already gone)"
+        return CommandDone("Evicting", text)
+
+    def confirm_bulk_evict(
+        self, sessions: list[dict[str, Any]], user: str | None, scope: str
+    ) -> None:
+        """Ask once, showing the count; evict them all on yes."""
+        ids = [str(s["session_id"]) for s in sessions]
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.bulk_evict(ids, user, scope)
+
+        self.push_screen(BulkEvictScreen(sessions, scope), done)
+
+    @work(group="pin", exit_on_error=False, name="pin")
+    async def toggle_pin(self, session_id: str, pin: bool) -> CommandDone:
+        """Pin (or unpin) a session; the answer is its document. Not exclusive: pins of
+        two rows in quick succession must both happen (pinning is idempotent)."""
+        if pin:
+            doc = await self.client.pin(session_id)
+            text = f"{session_id}: safe from eviction, idle culling and max age"
+            return CommandDone("Pinned", text, doc)
+        doc = await self.client.unpin(session_id)
+        return CommandDone("Unpinned", f"{session_id}: may be evicted or culled again", doc)
+
+    @work(group="drain", exclusive=True, exit_on_error=False, name="drain")
+    async def set_drain(self, drain: bool, evict_idle: bool = False) -> CommandDone:
+        """Drain the pool (or resume admission); the header follows from health."""
+        if not drain:
+            await self.client.undrain()
+            return CommandDone("Admitting", "new sessions are admitted again")
+        await self.client.drain(evict_idle)
+        text = "no new sessions are admitted; reuse is still served"
+        if evict_idle:
+            text += "; idle sessions are stopped"
+        return CommandDone("Draining", text)
+
+    @work(group="drain-ask", exclusive=True, exit_on_error=False, name="read drain")
+    async def ask_drain(self) -> None:
+        """Read whether the pool is drained now (a drain from the command line reaches the
+        header only with the next health read), then ask to drain or to resume."""
+        health = await self.client.health()
+        draining = bool(health.get("draining"))
+        if draining != bool(self.view.health.get("draining")):
+            self.request_sync(full=True)  # the header was behind
+        live = int(health.get("active_sessions") or 0)
+        self.confirm_drain(draining, health.get("draining_since"), live)
+
+    def confirm_drain(self, draining: bool, since: float | None, live: int) -> None:
+        """Ask first; drain (or, when drained, resume admission) on yes."""
+        if draining:
+            undrain = UndrainScreen(since, self.clock(), self.settings.localtime)
+
+            def resumed(yes: bool | None) -> None:
+                if yes:
+                    self.set_drain(False)
+
+            self.push_screen(undrain, resumed)
+            return
+        screen = DrainScreen(live)
+
+        def drained(yes: bool | None) -> None:
+            if yes:
+                self.set_drain(True, screen.evict_idle)
+
+        self.push_screen(screen, drained)
 
     @work(group="orphans", exclusive=True, exit_on_error=False, name="remove orphans")
     async def remove_orphans(self, orphans: list[str]) -> CommandDone:
@@ -200,8 +292,8 @@ class CommandsMixin(_AppBase):
                     modal.dismiss(None)
                 if done.session is not None and self.main is not None:
                     self.main.select(done.session["session_id"])
-            if worker.group == "orphans":
-                self.request_sync(full=True)  # the header's count comes from health
+            if worker.group in ("orphans", "drain", "bulk"):
+                self.request_sync(full=True)  # the header's counts come from health
             if self.main is not None:
                 self.main.log_panel.add_events(
                     [

@@ -16,13 +16,17 @@ from rich.text import Text
 
 __all__ = [
     "DEAD_STATES",
+    "DRAIN_SYMBOL",
     "LIVE_STATES",
+    "PIN_SYMBOL",
     "STATE_STYLE",
     "STATE_SYMBOL",
     "duration",
     "clip",
     "clock_time",
+    "cull_text",
     "gauge_bar",
+    "idle_since",
     "orphans_word",
     "ref_text",
     "state_text",
@@ -57,6 +61,12 @@ DEAD_STATES = frozenset({"terminated", "failed"})
 """States whose clock has stopped: their ages no longer tick."""
 
 _WORD = {"terminated": "ended", "terminating": "stopping"}
+
+PIN_SYMBOL = "⚑"
+"""Marks a pinned session (safe from eviction, idle culling and the maximum age)."""
+
+DRAIN_SYMBOL = "⊘"
+"""Marks a drained pool (no new sessions admitted)."""
 
 
 def state_word(state: str) -> str:
@@ -143,6 +153,31 @@ def ref_text(session: dict[str, Any]) -> str:
     if session.get("runtime") == "local" and str(ref).isdigit():
         return f"pid {ref}"
     return str(ref)
+
+
+def idle_since(session: dict[str, Any]) -> float | None:
+    """Since when the session has been idle: its last acquire or its last tunnel activity,
+    whichever is later; the backend's ``idle_s`` is exactly ``now`` minus this."""
+    used = session.get("last_used_at")
+    active = session.get("last_active_at")
+    times = [float(t) for t in (used, active) if t]
+    return max(times) if times else None
+
+
+def cull_text(session: dict[str, Any], now: float, width: int = 5) -> Text:
+    """When a policy stops the session if it stays idle: ``12m``, ``now`` when due,
+    ``⚑ pin`` for a pinned session (never culled), ``-`` without a policy or once ended."""
+    if session.get("state") not in LIVE_STATES:
+        return Text("-", style="dim", no_wrap=True)
+    if session.get("pinned"):
+        return Text(clip(f"{PIN_SYMBOL} pin", width), style="bold", no_wrap=True)
+    cull_at = session.get("cull_at")
+    if cull_at is None:
+        return Text("-", style="dim", no_wrap=True)
+    left = float(cull_at) - now
+    if left <= 0:
+        return Text("now", style="bold yellow", no_wrap=True)
+    return Text(clip(duration(left), width), style="yellow" if left < 60 else "", no_wrap=True)
 
 
 def gauge_bar(used: int, total: int, width: int) -> str:

@@ -1,8 +1,9 @@
 """The key map: one table that the bindings, the footer, the help screen, the command
 palette and the README all come from, so they can never disagree.
 
-Mutating keys (new, reuse, evict, clean up orphans) are marked; ``--read-only`` leaves
-exactly those unbound and out of the palette.
+Mutating keys (new, reuse, evict, pin, drain, clean up orphans) are marked; with
+``--read-only`` each of them only says that it is off (the main screen's
+``check_action`` picks that binding instead), and they leave the footer and the palette.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
-__all__ = ["KEYS", "KEY_OF", "Key", "bindings", "markdown_table"]
+__all__ = ["KEYS", "KEY_OF", "MUTATING", "READ_ONLY_ACTION", "Key", "bindings", "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Key:
     shown: str
     """How people write the key (``?`` / ``F1``)."""
     mutating: bool = False
-    """Changes the pool: unbound in read-only mode."""
+    """Changes the pool: in read-only mode it only says it is off."""
     footer: bool = False
     """Shown in the footer (the few that matter most)."""
 
@@ -38,6 +39,16 @@ KEYS: tuple[Key, ...] = (
     Key("n", "new_session", "New", "New session: user, template, reuse", "n", True, True),
     Key("r", "reuse", "Reuse", "Reuse the selected row's user session", "r", True, True),
     Key("e", "evict", "Evict", "Evict the selected session (asks first)", "e", True, True),
+    Key(
+        "E",
+        "bulk_evict",
+        "Evict all",
+        "Evict every session of the user / filter (asks)",
+        "E",
+        True,
+    ),
+    Key("P", "pin", "Pin", "Pin / unpin: safe from eviction, culling, max age", "P", True),
+    Key("D", "drain", "Drain", "Drain: admit no new sessions; again: resume (asks)", "D", True),
     Key(
         "O", "clean_orphans", "Clean up orphans", "Stop orphaned workloads (asks first)", "O", True
     ),
@@ -60,6 +71,12 @@ KEYS: tuple[Key, ...] = (
 )
 """Every key of the main screen, in the order the help screen lists them."""
 
+MUTATING: frozenset[str] = frozenset(k.action for k in KEYS if k.mutating)
+"""Actions that change the pool (off in read-only mode)."""
+
+READ_ONLY_ACTION = "read_only"
+"""The action a mutating key runs in read-only mode instead: it says the key is off."""
+
 KEY_OF: dict[str, str] = {k.action: k.shown.split()[0] for k in KEYS}
 """How the key of each action is written (for hints on screen)."""
 
@@ -73,13 +90,18 @@ TABLE_KEYS: tuple[tuple[str, str], ...] = (
 """Navigation keys of the sessions table, listed on the help screen."""
 
 
-def bindings(read_only: bool) -> list[Binding]:
-    """Bindings for the main screen; without the mutating ones when ``read_only``."""
-    return [
-        Binding(k.keys, k.action, k.label, show=k.footer, key_display=k.shown.split()[0])
-        for k in KEYS
-        if not (read_only and k.mutating)
-    ]
+def bindings() -> list[Binding]:
+    """Bindings for the main screen: one per key, and for each mutating key a second,
+    hidden one that says the key is off; ``check_action`` enables exactly one of the two
+    (the first in normal mode, the second in read-only mode)."""
+    out = []
+    for k in KEYS:
+        display = k.shown.split()[0]
+        out.append(Binding(k.keys, k.action, k.label, show=k.footer, key_display=display))
+        if k.mutating:
+            refusal = f"{READ_ONLY_ACTION}({k.label!r})"
+            out.append(Binding(k.keys, refusal, k.label, show=False, key_display=display))
+    return out
 
 
 def markdown_table() -> str:

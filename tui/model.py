@@ -13,13 +13,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tui.format import LIVE_STATES, state_word
+from tui.format import LIVE_STATES, idle_since, state_word
 
 __all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key"]
 
 _STATE_ORDER = {"failed": 0, "starting": 1, "refreshing": 2, "ready": 3, "terminating": 4}
 
-SORTS: tuple[str, ...] = ("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref")
+SORTS: tuple[str, ...] = (
+    "state",
+    "id",
+    "user",
+    "template",
+    "age",
+    "idle",
+    "cull",
+    "uses",
+    "tunnel",
+    "ref",
+)
 """Sortable columns in the table's column order (``s`` cycles through the shown ones)."""
 
 DEFAULT_SORT = ("age", True)
@@ -37,7 +48,13 @@ def sort_key(name: str, session: dict[str, Any]) -> Any:
     if name in ("user", "template"):
         return (str(session.get(name, "")).lower(), created)
     if name == "idle":
-        return (-float(session.get("last_used_at") or 0), created)
+        return (-float(idle_since(session) or 0), created)
+    if name == "cull":
+        # Soonest first; pinned (never) and no policy after every timed one.
+        if session.get("pinned"):
+            return (float("inf"), created)
+        cull_at = session.get("cull_at")
+        return (float("inf") if cull_at is None else float(cull_at), created)
     if name == "uses":
         return (int(session.get("use_count") or 0), created)
     if name == "tunnel":
@@ -136,9 +153,11 @@ class PoolView:
         recent.append(event)
 
     def user_counts(self) -> collections.Counter[str]:
-        """Live sessions per user."""
+        """Live sessions per user (standby workloads belong to nobody yet)."""
         return collections.Counter(
-            s["user"] for s in self.sessions.values() if s.get("state") in LIVE_STATES
+            s["user"]
+            for s in self.sessions.values()
+            if s.get("state") in LIVE_STATES and not s.get("standby")
         )
 
     def starting(self) -> list[str]:

@@ -150,6 +150,7 @@ def build_pool(tmp_path: Path, monkeypatch: Any) -> Pool:
     monkeypatch.setattr("backend.models.secrets.token_hex", lambda n=4: f"{next(counter):08x}")
     monkeypatch.setattr("backend.events.time", _FakeTime(clock))
     monkeypatch.setattr("backend.pool.time", _FakeTime(clock))  # "ready in 0.00s" etc.
+    monkeypatch.setattr("backend.drain.time", _FakeTime(clock))  # "draining since"
     settings = Settings(state_dir=tmp_path / "state")
     settings.templates = {
         "demo": Template(name="demo", command=["demo"], port=3000),

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tui.keys import KEYS, bindings, markdown_table
+from tui.keys import KEYS, MUTATING, READ_ONLY_ACTION, bindings, markdown_table
 
 
 def test_backend_never_imports_textual_or_the_tui() -> None:
@@ -39,10 +39,12 @@ def test_help_does_not_import_textual_or_kubernetes() -> None:
     assert "usage: podwarden" in result.stdout
 
 
-def test_read_only_bindings_leave_out_exactly_the_mutating_keys() -> None:
-    all_keys = {b.key for b in bindings(read_only=False)}
-    ro_keys = {b.key for b in bindings(read_only=True)}
-    assert all_keys - ro_keys == {k.keys for k in KEYS if k.mutating} == {"n", "r", "e", "O"}
+def test_every_mutating_key_and_only_those_has_a_hidden_read_only_note() -> None:
+    notes = {b.key for b in bindings() if b.action.startswith(f"{READ_ONLY_ACTION}(")}
+    mutating = {k.keys for k in KEYS if k.mutating}
+    assert notes == mutating == {"n", "r", "e", "E", "P", "D", "O"}
+    assert not any(b.show for b in bindings() if b.action.startswith(READ_ONLY_ACTION))
+    assert MUTATING == {k.action for k in KEYS if k.mutating}
 
 
 def test_the_markdown_key_map_lists_every_key_and_is_the_readmes() -> None:

@@ -260,7 +260,7 @@ class TestReuseAndEvict:
             assert pool.backend.pool.get(sid).use_count == 2
             assert len(pool.backend.pool.list()) == 1
             assert f"Reused: {sid} · is_new_session: false · took" in log_text(app)
-            assert main_of(app).table.get_cell(sid, "uses").plain == "2"
+            assert "· 2 uses" in str(main_of(app).detail._last)  # no USES column at 80
 
     async def test_e_asks_first_with_focus_on_cancel_and_esc_cancels(self, pool: Pool) -> None:
         app = pool.app()
@@ -409,19 +409,32 @@ class TestViewKeys:
 
 
 class TestReadOnly:
-    async def test_mutating_keys_are_unbound(self, pool: Pool) -> None:
+    async def test_mutating_keys_do_nothing_and_say_read_only(self, pool: Pool) -> None:
         app = pool.app(read_only=True)
         async with app.run_test(size=(80, 24)) as pilot:
             [sid] = await seeded(pilot, pool, "alice")
-            await pilot.press("n", "r", "e")
-            await settle(pilot)
-            assert app.screen is app.main
+            labels = {"n": "New", "r": "Reuse", "e": "Evict", "E": "Evict all", "P": "Pin"}
+            for key, label in {**labels, "D": "Drain", "O": "Clean up orphans"}.items():
+                await pilot.press(key)
+                await settle(pilot)
+                assert app.screen is app.main
+                notes = " ".join(n.message for n in app._notifications)
+                assert f"{label} is unavailable in read-only mode" in notes
             assert pool.backend.pool.get(sid).use_count == 1
             assert pool.backend.pool.get(sid).state is SessionState.READY
+            assert not pool.backend.pool.get(sid).pinned
+            assert not pool.backend.pool.drain.active
             assert main_of(app).status.read_only
+            # Neither the footer nor the palette offers them.
             assert app.main is not None
-            keys = {b.key for _, b in app.main._bindings}
-            assert not keys & {"n", "r", "e"}
+            shown = {b.binding.key for b in app.main.active_bindings.values() if b.enabled}
+            footer = {
+                b.binding.key
+                for b in app.main.active_bindings.values()
+                if b.enabled and b.binding.show
+            }
+            assert {"n", "r", "e", "E", "P", "D", "O"} <= shown  # they answer, with the note
+            assert not footer & {"n", "r", "e", "E", "P", "D", "O"}
 
 
 class TestLongWork:
@@ -474,18 +487,21 @@ class TestTerminal:
             await pilot.pause()
             assert app.screen is app.main
 
-    async def test_columns_give_way_below_100(self, pool: Pool) -> None:
+    async def test_columns_give_way_below_107(self, pool: Pool) -> None:
         app = pool.app()
-        async with app.run_test(size=(99, 30)) as pilot:
+        async with app.run_test(size=(106, 30)) as pilot:
             await seeded(pilot, pool, "alice")
             table = main_of(app).table
             assert "ref" not in [c.value for c in table.columns]
-            await pilot.resize_terminal(100, 30)
+            await pilot.resize_terminal(107, 30)
             await pilot.pause()
             assert "ref" in [c.value for c in table.columns]
             await pilot.resize_terminal(120, 30)
             await pilot.pause()
             assert "template" in [c.value for c in table.columns]
+            assert table.get_cell("alice-demo-00000001", "tunnel").plain == ":43000 -> :3000 ✓"
+            await pilot.resize_terminal(127, 30)
+            await pilot.pause()
             assert table.get_cell("alice-demo-00000001", "tunnel").plain == (
                 "127.0.0.1:43000 -> :3000 ✓"
             )

@@ -123,3 +123,57 @@ class TestLogAndSize:
         """Below the minimum size: the sizes and a request to resize, not a broken layout."""
         app = pool.app(min_width=size[0] + 20, min_height=size[1] + 6)
         assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+def lifecycle(pool: Pool, drained: bool = True, then: tuple[str, ...] = ()) -> Any:
+    """Idle culling on (1 h), two of alice's sessions (one pinned), bob, two standby
+    workloads, and (unless ``drained`` is False) the pool drained; then press ``then``
+    and wait for what the keys started."""
+
+    async def before(pilot: Pilot[Any]) -> None:
+        from tests.tui.test_lifecycle_keys import with_standby
+
+        await settle(pilot)
+        pool.backend.settings.pool.idle_timeout = 3600
+        first = await pool.acquire("alice")
+        pool.clock.advance(300)
+        await pool.acquire("alice", reuse=False)
+        await pool.acquire("bob")
+        pool.clock.advance(1500)
+        pool.backend.pool.pin(first["session_id"])
+        await with_standby(pool, 2)
+        pool.clock.advance(90)
+        if drained:
+            pool.backend.pool.set_drain(True)
+        pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
+        await settle(pilot)
+        if then:
+            await pilot.press(*then)
+            await settle(pilot)
+
+    return before
+
+
+@pytest.mark.parametrize("size", SIZES)
+class TestLifecycle:
+    def test_pinned_standby_culling_draining(
+        self, pool: Pool, snap_compare: Any, size: tuple[int, int]
+    ) -> None:
+        """⚑ pin and culls-in in CULL, standby rows and gauge, ⊘ DRAINING in the header."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=lifecycle(pool))
+
+    def test_drain_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """D: what a drain refuses and keeps, the evict-idle option, focus on Cancel."""
+        app = pool.app()
+        before = lifecycle(pool, drained=False, then=("D",))
+        assert snap_compare(app, terminal_size=size, run_before=before)
+
+    def test_bulk_evict_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """E on alice's row: one dialog with the count, and the pinned one said."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool), press=["g", "E"])
+
+    def test_undrain_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """D on a drained pool: since when, and the offer to resume admission."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool, then=("D",)))

@@ -35,7 +35,7 @@ def _kind() -> Any:
 async def test_rows_update_in_place_and_the_cursor_stays(pool: Pool) -> None:
     pool.backend.settings.pool.max_sessions = 100
     app = pool.app()
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(90, 24)) as pilot:  # wide enough for USES
         await settle(pilot)
         for i in range(30):
             await pool.acquire(f"u{i:02d}")

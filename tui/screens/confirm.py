@@ -7,13 +7,17 @@ focus on Cancel (a stray Enter does nothing harmful) and treats esc as Cancel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Static
+from textual.widgets.button import ButtonVariant
 
 __all__ = ["StopConfirmScreen"]
 
@@ -27,6 +31,8 @@ class StopConfirmScreen(ModalScreen[bool]):
     """Label of the button that goes ahead."""
     CONFIRM_ID = "confirm"
     """Id of that button (tests press it by id)."""
+    CONFIRM_VARIANT: ButtonVariant = "error"
+    """Button variant of that button (``primary`` for an action that stops nothing)."""
 
     AUTO_FOCUS = "#cancel"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -44,13 +50,23 @@ class StopConfirmScreen(ModalScreen[bool]):
         """What will be stopped, and what that means."""
         raise NotImplementedError
 
+    def controls(self) -> Iterable[Widget]:
+        """Options shown between the body and the buttons (none by default)."""
+        return ()
+
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as dialog:
             dialog.border_title = self.TITLE_TEXT
             yield Static(self.body())
+            yield from self.controls()
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel", compact=True)
-                yield Button(self.CONFIRM_LABEL, variant="error", id=self.CONFIRM_ID, compact=True)
+                yield Button(
+                    self.CONFIRM_LABEL,
+                    variant=self.CONFIRM_VARIANT,
+                    id=self.CONFIRM_ID,
+                    compact=True,
+                )
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.format import orphans_word
+from tui.format import PIN_SYMBOL, orphans_word
 from tui.keys import KEYS, TABLE_KEYS
 
 __all__ = ["HelpScreen"]
@@ -52,6 +52,13 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("", "")
         table.add_row("", Text("States: ◌ starting  ● ready  ↻ refreshing", style="dim"))
         table.add_row("", Text("        ✗ failed  ▽ stopping  · ended", style="dim"))
+        table.add_row("", Text("CULL:   when idle culling or max age stops it", style="dim"))
+        table.add_row(
+            "",
+            Text(
+                f"        {PIN_SYMBOL} pin: pinned, the pool never culls or evicts it", style="dim"
+            ),
+        )
         if self.orphans:
             fix = "O cleans them up" if not self.read_only else "read-only: cannot clean up"
             table.add_row("", "")

@@ -1,7 +1,8 @@
 """The main screen: header, gauges, the sessions table, the detail pane and the log.
 
 It holds the key bindings (so modals on top do not inherit them) and turns keys into
-app commands; it owns no backend data. ``show`` and ``tick`` are the only ways new
+app commands; it owns no backend data. In read-only mode ``check_action`` turns every
+mutating key into a note that says it is off. ``show`` and ``tick`` are the only ways new
 data reaches its widgets, and both are driven by the app.
 """
 
@@ -16,7 +17,8 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
-from tui.keys import KEY_OF, KEYS, bindings
+from tui.format import LIVE_STATES
+from tui.keys import KEY_OF, MUTATING, READ_ONLY_ACTION, bindings
 from tui.model import SORTS, Filter
 from tui.screens.events import EventsScreen
 from tui.screens.filter import FilterScreen
@@ -39,16 +41,11 @@ __all__ = ["MainScreen"]
 class MainScreen(Screen[None]):
     """The console's one working screen."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [*bindings(read_only=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [*bindings()]
 
     def __init__(self, settings: TuiSettings) -> None:
         super().__init__(name="main")
         self.settings = settings
-        if settings.read_only:
-            for key in KEYS:
-                if key.mutating:
-                    for name in key.keys.split(","):
-                        self._bindings.key_to_bindings.pop(name, None)
         self.status = StatusBar(settings.localtime, id="status")
         self.status.app_title = settings.title
         self.status.read_only = settings.read_only
@@ -106,6 +103,8 @@ class MainScreen(Screen[None]):
             g.starting = int(health.get("starting_sessions") or 0)
             g.failed = int(health.get("failed_sessions") or 0)
             g.queued = int(health.get("queued_acquires") or 0)
+            g.standby = int(health.get("standby") or 0)
+            self.status.draining = bool(health.get("draining"))
             per_user = health.get("max_sessions_per_user") or health.get("max_sessions")
             g.per_user_max = int(per_user or 0)
             self.status.orphans = len(health.get("orphans") or ())
@@ -164,6 +163,21 @@ class MainScreen(Screen[None]):
 
     # ---------------------------------------------------------------- actions
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only: a mutating key runs its note instead (and leaves the footer)."""
+        if action == READ_ONLY_ACTION:
+            return self.settings.read_only
+        if action in MUTATING:
+            return not self.settings.read_only
+        return True
+
+    def action_read_only(self, label: str) -> None:
+        self.notify(
+            f"{label} is unavailable in read-only mode (--read-only).",
+            title="Read-only",
+            severity="warning",
+        )
+
     def _selected(self) -> dict[str, Any] | None:
         sid = self.table.selected_id
         session = self.papp.view.sessions.get(sid) if sid else None
@@ -191,6 +205,54 @@ class MainScreen(Screen[None]):
             self.notify(f"{session['session_id']} is already {session['state']}.", title="Evict")
             return
         self.papp.confirm_evict(session)
+
+    def action_bulk_evict(self) -> None:
+        """Every live session the filter shows, or else every one of the row's user."""
+        view = self.papp.view
+        flt = self.table.filter
+        if flt.active:
+            ids = view.ordered(self.table.sort_by, self.table.sort_reverse, flt)
+            scope, user = f"matching {flt.text!r}", None
+        else:
+            session = self._selected()
+            if session is None:
+                return
+            if session.get("standby") and not session.get("user"):
+                self.notify(
+                    "A standby workload belongs to no user: e evicts it alone, "
+                    f"{KEY_OF['filter']} picks several.",
+                    title="Evict all",
+                    severity="warning",
+                )
+                return
+            user = str(session["user"])
+            ids = [sid for sid, s in view.sessions.items() if s.get("user") == user]
+            scope = f"of {user}"
+        live = [view.sessions[sid] for sid in ids if view.sessions[sid].get("state") in LIVE_STATES]
+        if not live:
+            self.notify(f"No live sessions {scope}.", title="Evict all")
+            return
+        self.papp.confirm_bulk_evict(live, user, scope)
+
+    def action_pin(self) -> None:
+        session = self._selected()
+        if session is None:
+            return
+        sid = session["session_id"]
+        if session.get("state") not in LIVE_STATES:
+            self.notify(f"{sid} has ended: only live sessions can be pinned.", title="Pin")
+            return
+        if session.get("standby"):
+            self.notify(
+                f"{sid} is a standby workload: pin it once a user has claimed it.",
+                title="Pin",
+                severity="warning",
+            )
+            return
+        self.papp.toggle_pin(sid, not session.get("pinned"))
+
+    def action_drain(self) -> None:
+        self.papp.ask_drain()
 
     def action_clean_orphans(self) -> None:
         orphans = [str(sid) for sid in self.papp.view.health.get("orphans") or ()]
@@ -315,7 +377,8 @@ class MainScreen(Screen[None]):
             return
         counter = getattr(lifecycle, "api_clients", None)
         clients = int(counter()) if callable(counter) else 0
-        sessions = sum(app.view.user_counts().values())
+        # Standby workloads keep running too, though they belong to no user yet.
+        sessions = sum(1 for s in app.view.sessions.values() if s.get("state") in LIVE_STATES)
         if not (sessions or clients):
             app.exit(0)
             return

@@ -1,6 +1,7 @@
 """Capacity gauges: how full the pool is, in total and per user, as number *and* bar.
 
-``7/10 70%`` is what operators read; the bar is for the glance. Per-user gauges show the
+``7/10 70%`` is what operators read (``7/10 70% · 2 standby`` when warm, unclaimed
+workloads hold some of the slots); the bar is for the glance. Per-user gauges show the
 busiest users first and say how many more there are, because with hundreds of users a
 line cannot hold them all and the full ones are the ones that matter.
 """
@@ -37,6 +38,8 @@ class CapacityGauges(Widget):
     """Failed sessions kept for reading."""
     queued: reactive[int] = reactive(0)
     """Acquires waiting for room."""
+    standby: reactive[int] = reactive(0)
+    """Warm, unclaimed standby workloads (counted in ``active``)."""
     per_user_max: reactive[int] = reactive(0)
     """The per-user limit."""
     users: reactive[tuple[tuple[str, int], ...]] = reactive(())
@@ -48,18 +51,23 @@ class CapacityGauges(Widget):
         total = self.max_sessions
         pct = round(100 * self.active / total) if total else 0
         full = total > 0 and self.active >= total
-        bar_width = 30 if width >= 110 else 20
         text.append("Pool  ", style="bold")
         if not total:
             text.append("no data yet", style="dim")
             return text
-        text.append(gauge_bar(self.active, total, bar_width), style="red" if full else "green")
-        text.append(f" {self.active}/{total} {pct}%", style="bold")
+        tail = Text(no_wrap=True)
+        tail.append(f" {self.active}/{total} {pct}%", style="bold")
+        if self.standby:
+            tail.append(f" · {self.standby} standby", style="bold")
         if full:
-            text.append(" FULL", style="bold reverse red")
-        text.append(f"  ◌ {self.starting} starting  ✗ {self.failed} failed")
+            tail.append(" FULL", style="bold reverse red")
+        tail.append(f"  ◌ {self.starting} starting  ✗ {self.failed} failed")
         if self.queued:
-            text.append(f"  ⧗ {self.queued} queued", style="bold yellow")
+            tail.append(f"  ⧗ {self.queued} queued", style="bold yellow")
+        # The bar gives way to the numbers: it shrinks so the line never needs cutting.
+        bar_width = max(8, min(30 if width >= 110 else 20, width - 2 - 6 - tail.cell_len))
+        text.append(gauge_bar(self.active, total, bar_width), style="red" if full else "green")
+        text.append_text(tail)
         text.append("\n")
         text.append("Users ", style="bold")
         limit = self.per_user_max

@@ -17,7 +17,17 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.format import STATE_STYLE, STATE_SYMBOL, clock_time, duration, ref_text, state_word
+from tui.format import (
+    LIVE_STATES,
+    PIN_SYMBOL,
+    STATE_STYLE,
+    STATE_SYMBOL,
+    clock_time,
+    duration,
+    idle_since,
+    ref_text,
+    state_word,
+)
 
 __all__ = ["DetailPane"]
 
@@ -73,17 +83,39 @@ class DetailPane(VerticalScroll):
             return "-"
         return f"{clock_time(ts, self._localtime)} ({duration(now - ts)} ago)"
 
+    def _policy(self, t: Text, s: dict[str, Any], now: float) -> None:
+        """The idle time the culler uses, and when a policy stops the session."""
+        since = idle_since(s)
+        if since is not None:
+            t.append(f"idle    {duration(now - since)}\n")
+        t.append("culls   ")
+        cull_at = s.get("cull_at")
+        if s.get("pinned"):
+            t.append(f"never: {PIN_SYMBOL} pinned\n")
+        elif cull_at is None:
+            t.append("never (no idle/age policy)\n", style="dim")
+        elif cull_at <= now:
+            t.append("now (due)\n", style="bold yellow")
+        else:
+            t.append(f"in {duration(cull_at - now)} ({clock_time(cull_at, self._localtime)})\n")
+
     def _describe(self, s: dict[str, Any], events: list[dict[str, Any]], now: float) -> Text:
         state = str(s.get("state"))
         t = Text(no_wrap=False)
         t.append(f"{s['session_id']}\n", style="bold")
-        t.append(f"user {s['user']} · template {s['template']}\n")
+        if s.get("standby") and not s.get("user"):
+            t.append("standby", style="italic")
+            t.append(f" (unclaimed) · template {s['template']}\n")
+        else:
+            t.append(f"user {s['user']} · template {s['template']}\n")
         t.append("state ")
         t.append(
             f"{STATE_SYMBOL.get(state, '?')} {state_word(state)}", style=STATE_STYLE.get(state, "")
         )
         if state == "starting":
             t.append(f" · {s.get('phase')} for {duration(now - s['created_at'])}")
+        if s.get("pinned"):
+            t.append(f" · {PIN_SYMBOL} pinned", style="bold")
         t.append("\n")
         t.append(f"created {self._when(s.get('created_at'), now)}\n")
         ready_at = s.get("ready_at")
@@ -93,6 +125,8 @@ class DetailPane(VerticalScroll):
         uses = int(s.get("use_count") or 0)
         t.append(f"used    {self._when(s.get('last_used_at'), now)} · {uses} use")
         t.append("s\n" if uses != 1 else "\n")
+        if state in LIVE_STATES:
+            self._policy(t, s, now)
         tunnel = s.get("tunnel")
         if tunnel and state in ("starting", "ready", "refreshing"):
             listening = tunnel.get("listening")

@@ -5,8 +5,9 @@ where the text differs, so the cursor and the scroll position survive every upda
 a refresh of a thousand rows costs a thousand dictionary compares, not a rebuild.
 Columns have fixed widths (no per-update measuring, which is O(rows) per cell in
 Textual) and are declared before any row. As the terminal narrows columns give way
-(``tui.columns.LAYOUTS``): below 120 the tunnel drops its host, below 111 the template
-goes, below 100 pid/pod and the tunnel's target, then idle, uses and age.
+(``tui.columns.LAYOUTS``): below 127 the tunnel drops its host, below 118 the template
+goes, below 107 pid/pod and the tunnel's target, below 86 uses (so at 80 the CULL
+column fits), then idle, age and cull.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One line, because at 80x24 every line is a table row. Each state is a word; colour
 only repeats it, so a stale link reads ``STALE`` in NO_COLOR too, and orphaned
-workloads read ``⚠ 2 orphans``.
+workloads read ``⚠ 2 orphans``, and a drained pool ``⊘ DRAINING``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.format import clip, clock_time, duration, orphans_word
+from tui.format import DRAIN_SYMBOL, clip, clock_time, duration, orphans_word
 
 __all__ = ["StatusBar"]
 
@@ -56,6 +56,8 @@ class StatusBar(Widget):
     """Read-only console: shows ``RO``."""
     paused: reactive[bool] = reactive(False)
     """Live updates paused: shows ``PAUSED``."""
+    draining: reactive[bool] = reactive(False)
+    """The pool is drained (admits no new sessions): shows ``⊘ DRAINING``."""
     orphans: reactive[int] = reactive(0)
     """Workloads the pool does not know (health ``orphans``): shows ``⚠ 2 orphans``."""
     now: reactive[float] = reactive(0.0)
@@ -81,6 +83,8 @@ class StatusBar(Widget):
             tags.append((" ‖ PAUSED ", "bold reverse"))
         if self.status == "degraded":
             tags.append((" ▲ DEGRADED ", "bold reverse red"))
+        if self.draining:
+            tags.append((f" {DRAIN_SYMBOL} DRAINING ", "bold reverse yellow"))
         if self.orphans:
             tags.append((f" ⚠ {orphans_word(self.orphans)} ", "bold reverse yellow"))
         parts = [clip(self.runtime, 28)]
