@@ -336,11 +336,16 @@ class LocalRuntime:
                     continue
                 found[workload.session_id] = workload
         prefix = str(self._sessions_dir) + os.sep
+        # A claimed standby keeps the standby's id in its environment: its pid, not that
+        # id, says it is recorded already (under the claiming session's id).
+        recorded = {(w.pid, w.start_ticks) for w in found.values()}
         for pid, env in find_marked(MARKER, prefix).items():
             session_id = env.get("PODWARDEN_SESSION_ID", "")
             info = read_proc(pid)
-            if session_id in found or info is None or not info.pid == info.pgid == info.sid:
-                continue  # recorded already, or a descendant
+            if info is None or not info.pid == info.pgid == info.sid:
+                continue  # gone, or a descendant
+            if session_id in found or (pid, info.start_ticks) in recorded:
+                continue  # recorded already
             workload = Workload.from_environ(pid, info.start_ticks, env, self._host)
             if workload is None:
                 continue

@@ -91,8 +91,14 @@ async def test_a_new_user_claims_the_warm_standby_and_it_is_refilled(
     whoami = json.loads(body)
     assert status == 200 and whoami["user"] == "ana" and whoami["claimed"] is True
     assert whoami["session_id"] == session.session_id
-    meta = json.loads((Path(session.handle.extra["rundir"]) / "workload.json").read_text())
+    meta_file = Path(session.handle.extra["rundir"]) / "workload.json"
+    meta = json.loads(meta_file.read_text())
     assert (meta["session_id"], meta["user"]) == (session.session_id, "ana")
+    # The drift check's scan sees the process still carrying the standby's id in its
+    # environment: it is the claimed session's workload, not an orphan to record anew.
+    owned = {w.session_id for w in await backend.runtime.list_owned()}
+    assert session.session_id in owned and standby_id not in owned
+    assert json.loads(meta_file.read_text())["session_id"] == session.session_id
 
     again = await pool.acquire("ana")
     assert again.session is session and again.is_new_session is False
