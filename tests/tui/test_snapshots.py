@@ -177,3 +177,8 @@ class TestLifecycle:
         """D on a drained pool: since when, and the offer to resume admission."""
         app = pool.app()
         assert snap_compare(app, terminal_size=size, run_before=lifecycle(pool, then=("D",)))
+
+
+def test_the_smallest_layout_wraps_nothing(pool: Pool, snap_compare: Any) -> None:
+    """60x15, the smallest size before "too small": the pool line and rows fit one line."""
+    assert snap_compare(pool.app(), terminal_size=(60, 15), run_before=mixed(pool))
