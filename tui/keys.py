@@ -58,6 +58,7 @@ KEYS: tuple[Key, ...] = (
     Key("V", "browse_events", "Events", "Every event in a list; enter reads one in full", "V"),
     Key("slash", "filter", "Filter", "Filter by user, state or template", "/", footer=True),
     Key("escape", "clear", "Clear", "Clear the filter; restore the log panel", "esc"),
+    Key("u", "users", "Users", "Every user; enter shows only that user's sessions", "u"),
     Key("a", "toggle_ended", "Ended", "Show or hide ended sessions", "a", footer=True),
     Key("s", "sort", "Sort", "Sort by the next column (or click a header)", "s"),
     Key("S", "sort_reverse", "Reverse", "Reverse the sort order", "S"),

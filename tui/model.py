@@ -9,13 +9,15 @@ testable and lets the benchmark measure it alone.
 from __future__ import annotations
 
 import collections
+import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tui.format import LIVE_STATES, idle_since, state_word
 
-__all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key"]
+__all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key", "user_filter"]
 
 _STATE_ORDER = {"failed": 0, "starting": 1, "refreshing": 2, "ready": 3, "terminating": 4}
 
@@ -70,9 +72,11 @@ class Filter:
     """A parsed filter: ``user:alice state:failed demo`` (every term must match).
 
     ``user:``, ``state:`` and ``template:`` match that field (prefix, case-insensitive);
-    a bare word matches any of user, state, template or session id (substring). States
-    match by the word the table shows (``ended``) as well as the API's (``terminated``).
-    Ended sessions are hidden unless ``show_ended`` or a ``state:`` term asks for them.
+    ``user=`` (and the others with ``=``) match it exactly, and a value with spaces is
+    quoted: ``user="Alice Smith"``. A bare word matches any of user, state, template or
+    session id (substring). States match by the word the table shows (``ended``) as well
+    as the API's (``terminated``). Ended sessions are hidden unless ``show_ended`` or a
+    ``state`` term asks for them.
     """
 
     text: str = ""
@@ -82,25 +86,46 @@ class Filter:
     def active(self) -> bool:
         return bool(self.text.strip())
 
+    def terms(self) -> list[str]:
+        """The terms, with shell-like quotes; unbalanced quotes are taken literally."""
+        try:
+            return shlex.split(self.text)
+        except ValueError:
+            return self.text.split()
+
     def matches(self, session: dict[str, Any]) -> bool:
         state = str(session.get("state", ""))
         asked_state = False
-        for term in self.text.lower().split():
-            field, sep, value = term.partition(":")
-            if sep and field in ("user", "state", "template"):
+        for term in self.terms():
+            exact = _FIELD_TERM.match(term)
+            if exact is not None:
+                field, op, value = exact.group(1).lower(), exact.group(2), exact.group(3).lower()
+                have = str(session.get(field, "")).lower()
                 if field == "state":
                     asked_state = True
-                    if not (state.startswith(value) or state_word(state).startswith(value)):
+                    words = (state, state_word(state))
+                    if op == "=" and value not in words:
                         return False
-                elif not str(session.get(field, "")).lower().startswith(value):
+                    if op == ":" and not any(w.startswith(value) for w in words):
+                        return False
+                elif (op == "=" and have != value) or (op == ":" and not have.startswith(value)):
                     return False
                 continue
             haystack = " ".join(
                 str(session.get(k, "")) for k in ("user", "state", "template", "session_id")
             ).lower()
-            if term not in haystack and term not in state_word(state):
+            word = term.lower()
+            if word not in haystack and word not in state_word(state):
                 return False
         return self.show_ended or asked_state or state != "terminated"
+
+
+_FIELD_TERM = re.compile(r"^(user|state|template)([:=])(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def user_filter(user: str) -> str:
+    """The filter text that shows exactly ``user``'s sessions."""
+    return f"user={shlex.quote(user)}"
 
 
 class PoolView:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tui.format import duration, gauge_bar, ref_text, state_text, tunnel_text
-from tui.model import Filter, PoolView
+from tui.model import Filter, PoolView, user_filter
 
 
 def doc(sid: str = "alice-demo-1", **over: Any) -> dict[str, Any]:
@@ -83,6 +83,18 @@ def test_filter_terms() -> None:
     assert Filter("chromium").matches(bob) and not Filter("chromium").matches(alice)
     assert Filter("template:chr state:failed").matches(bob)
     assert Filter("").matches(alice) and not Filter("").active
+
+
+def test_filter_exact_and_quoted_terms() -> None:
+    smith = doc("smith-demo-1", user="Alice Smith")
+    al, alice = doc("al-demo-2", user="al"), doc("alice-demo-3")
+    assert Filter("user=al").matches(al) and not Filter("user=al").matches(alice)
+    assert Filter('user="alice smith"').matches(smith) and not Filter("user=alice").matches(smith)
+    assert Filter(user_filter("Alice Smith")).matches(smith)
+    assert not Filter(user_filter("Alice Smith")).matches(alice)
+    assert Filter("USER:AL").matches(alice)
+    assert Filter("state=ready").matches(alice) and not Filter("state=rea").matches(alice)
+    assert Filter('user="unbalanced').matches(alice) is False  # taken literally, no crash
 
 
 def test_view_diff_ignores_server_computed_ages() -> None:

@@ -21,6 +21,7 @@ from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
 from tui.screens.quit import QuitScreen
+from tui.screens.users import UsersScreen
 from tui.widgets.toggles import ChoiceList
 
 
@@ -540,3 +541,33 @@ class TestQuit:
             await pilot.press("q")
             await pilot.pause()
             assert app.return_value == 0
+
+
+class TestUsers:
+    async def test_u_lists_every_user_and_enter_shows_exactly_theirs(self, pool: Pool) -> None:
+        pool.backend.settings.pool.max_sessions = 20
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            users = ["al", "alice", "bo", "carol", "dave", "erin", "frank", "gina"]
+            await seeded(pilot, pool, *users)
+            await pool.acquire("alice", "chromium")
+            await settle(pilot)
+            assert "more (u)" in str(main_of(app).gauges.render())  # 8 do not fit one line
+            await pilot.press("u")
+            assert isinstance(app.screen, UsersScreen)
+            assert [u for u, _ in app.screen.counts][:1] == ["alice"]  # busiest first
+            assert sorted(u for u, _ in app.screen.counts) == sorted(users)
+            await pilot.press("down", "enter")  # "al", not every user starting with "al"
+            assert not isinstance(app.screen, UsersScreen)
+            assert main_of(app).table.filter.text == "user=al"
+            ids = row_ids(app)
+            assert len(ids) == 1 and pool.backend.pool.get(ids[0]).user == "al"
+
+    async def test_a_click_on_the_users_line_opens_the_list(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await seeded(pilot, pool, "alice")
+            await pilot.click("#gauges", offset=(10, 1))
+            assert isinstance(app.screen, UsersScreen)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, UsersScreen)

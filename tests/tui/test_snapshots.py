@@ -102,6 +102,10 @@ class TestModals:
         app = pool.app()
         assert snap_compare(app, terminal_size=size, run_before=mixed(pool), press=["V", "enter"])
 
+    def test_users(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """u: every user with live sessions, busiest first; enter filters to one."""
+        assert snap_compare(pool.app(), terminal_size=size, run_before=mixed(pool), press=["u"])
+
     def test_orphans_confirm(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
         """``⚠ 2 orphans`` in the header; O lists them, says what happens, focus on Cancel."""
         assert snap_compare(pool.app(), terminal_size=size, run_before=orphans(pool), press=["O"])

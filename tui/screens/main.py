@@ -19,12 +19,13 @@ from textual.widgets import DataTable, Footer
 
 from tui.format import LIVE_STATES
 from tui.keys import KEY_OF, MUTATING, READ_ONLY_ACTION, bindings
-from tui.model import SORTS, Filter
+from tui.model import SORTS, Filter, user_filter
 from tui.screens.events import EventsScreen
 from tui.screens.filter import FilterScreen
 from tui.screens.help import HelpScreen
 from tui.screens.new_session import NewSessionScreen
 from tui.screens.quit import QuitScreen
+from tui.screens.users import UsersScreen
 from tui.settings import TuiSettings
 from tui.widgets.capacity import CapacityGauges
 from tui.widgets.detail import DetailPane
@@ -276,6 +277,20 @@ class MainScreen(Screen[None]):
             self._follow_selected()
         else:
             self.log_panel.show_events()
+
+    def action_users(self) -> None:
+        """Every user with live sessions; picking one filters the table to exactly them."""
+        users = list(self.gauges.users)
+
+        def done(user: str | None) -> None:
+            if user is not None:
+                self.set_filter(user_filter(user))
+
+        self.app.push_screen(UsersScreen(users, self.gauges.per_user_max), done)
+
+    def on_capacity_gauges_users_clicked(self, message: CapacityGauges.UsersClicked) -> None:
+        message.stop()
+        self.action_users()
 
     def action_browse_events(self) -> None:
         events = self.log_panel.events()

@@ -52,6 +52,7 @@ class NewSessionScreen(ModalScreen[None]):
     NewSessionScreen ChoiceList {
         width: 1fr; height: auto; max-height: 6; border: none; padding: 0;
     }
+    NewSessionScreen ChoiceList:focus { border: none; }
     NewSessionScreen TickBox { width: 1fr; height: 1; margin-top: 1; }
     NewSessionScreen TickBox:focus { text-style: reverse; }
     NewSessionScreen #buttons { height: auto; align-horizontal: right; margin-top: 1; }

@@ -9,6 +9,8 @@ line cannot hold them all and the full ones are the ones that matter.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.events import Click
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -45,6 +47,14 @@ class CapacityGauges(Widget):
     users: reactive[tuple[tuple[str, int], ...]] = reactive(())
     """(user, live sessions), busiest first."""
 
+    class UsersClicked(Message):
+        """The Users line was clicked: the screen shows the whole list."""
+
+    def on_click(self, event: Click) -> None:
+        if event.y == 1:
+            event.stop()
+            self.post_message(self.UsersClicked())
+
     def render(self) -> Text:
         width = max(20, (self.size.width or 80))
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -76,9 +86,9 @@ class CapacityGauges(Widget):
         for user, count in self.users:
             rest = len(self.users) - shown
             piece = f"{clip(user, 12)} {gauge_bar(count, limit, min(limit, 5))} {count}/{limit}  "
-            more = f"+{rest - 1} more" if rest > 1 else ""
+            more = f"+{rest - 1} more (u)" if rest > 1 else ""
             if used + len(piece) + len(more) > width - 2:
-                text.append(f"+{rest} more", style="dim")
+                text.append(f"+{rest} more (u)", style="dim")
                 break
             style = "bold red" if limit and count >= limit else ""
             text.append(piece, style=style)
