@@ -76,8 +76,11 @@ class ResourceSampler:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # one failed sample must not end sampling for good
-                self.last_error = str(e) or type(e).__name__
-                log.warning("resource sample failed: %s", self.last_error)
+                error = str(e) or type(e).__name__
+                # Said once, not every few seconds while (say) the cluster is away.
+                level = logging.DEBUG if error == self.last_error else logging.WARNING
+                log.log(level, "resource sample failed: %s", error)
+                self.last_error = error
             await self._sleep(delay)
             delay = self.interval
 

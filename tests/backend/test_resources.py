@@ -9,10 +9,11 @@ samples by nature; what fills that time is the workload's own burn.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,11 @@ import pytest
 
 from backend.api.app import make_api
 from backend.config import Settings
+from backend.errors import RuntimeUnavailable
 from backend.events import EventBus
 from backend.logs import SessionLogs
 from backend.models import WorkloadHandle, WorkloadUsage
+from backend.resources import ResourceSampler
 from backend.runtime.base import ResourceReport, ResourceTotals, WorkloadSpec
 from backend.runtime.local import MARKER, LocalRuntime
 from backend.runtime.memory import MemoryRuntime
@@ -306,3 +309,36 @@ async def test_figures_a_runtime_reports_reach_sessions_and_health(settings: Set
         assert backend.pool.get(sid).to_dict()["cpu_percent"] is None
     finally:
         await backend.stop()
+
+
+async def test_a_failing_sample_is_said_once_and_sampling_goes_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Away(MemoryRuntime):
+        failures = 3
+
+        async def resources(self, handles: Mapping[str, WorkloadHandle]) -> ResourceReport:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeUnavailable("cannot reach the cluster")
+            return ResourceReport({}, ResourceTotals("cluster", "requested", 8.0, 0.0, 1, 0))
+
+    backend = Backend(settings, runtime=Away(), persist=False)
+    sleeps: list[float] = []
+    fourth = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            fourth.set()
+            await asyncio.Event().wait()  # stays here until stopped
+
+    sampler = ResourceSampler(backend.pool, sleep=sleep)
+    with caplog.at_level(logging.DEBUG, logger="podwarden.resources"):
+        sampler.start()
+        await asyncio.wait_for(fourth.wait(), 5)
+        await sampler.stop()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot reach the cluster" in warnings[0].getMessage()
+    assert sampler.totals is not None and sampler.last_error == ""
+    assert sleeps == [1.0, 5.0, 5.0, 5.0]  # the second sample a second after the first
