@@ -9,6 +9,7 @@ cluster without metrics-server (the harness has none) shows requests, marked so.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +17,18 @@ from k8s_helpers import NAMESPACE, Emulator, cluster_kubeconfig, make_spec
 from test_k8s_cluster import Factory, cluster  # noqa: F401 (the fixture)
 from test_k8s_runtime import PODS_PATH, READY, pod_of, status, until
 
+from backend.api.prometheus import metrics_registry, render_metrics
+from backend.config import KubernetesSettings, Settings
+from backend.events import EventBus
+from backend.logs import SessionLogs
 from backend.models import WorkloadHandle, WorkloadUsage
 from backend.runtime.kubernetes import usage as usage_mod
+from backend.runtime.kubernetes.kinds import NAMESPACES
 from backend.runtime.kubernetes.runtime import KubernetesRuntime
 from backend.runtime.kubernetes.usage import allocatable, pod_requests
+from backend.service import Backend
+from backend.templates import Template
+from tests.backend.conftest import free_port_range
 
 SID = "alice-browser-0a1b2c3d"
 MiB = 1 << 20
@@ -155,3 +164,54 @@ async def test_on_the_cluster_requests_and_the_nodes_allocatable(cluster: Factor
     report = await runtime.resources(ids)
     assert set(report.sessions) == {"session-1"}  # its pod and Deployment are gone
     assert report.totals is not None and report.totals.cpu_used_cores == 1.0
+
+
+@pytest.mark.kubernetes
+@pytest.mark.skipif(cluster_kubeconfig() is None, reason="PODWARDEN_TEST_KUBECONFIG is not set")
+async def test_on_the_cluster_sessions_health_and_metrics_say_requested(tmp_path: Path) -> None:
+    namespace = f"pw-res-{secrets.token_hex(4)}"
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.runtime.kind = "kubernetes"
+    kube = settings.runtime.kubernetes
+    kube.kubeconfig, kube.namespace, kube.delete_timeout = str(cluster_kubeconfig()), namespace, 30
+    settings.pool.refresh_interval = 3600
+    settings.pool.resources_interval = 3600  # rounds are taken by the test
+    settings.tunnels.port_min, settings.tunnels.port_max = free_port_range(20)
+    settings.templates = {
+        "browser": Template(name="browser", image="example/browser:1", port=3000, cpu="250m")
+    }
+    settings.default_template = "browser"
+    settings.validate()
+    backend = Backend(settings)
+    await backend.start()
+    try:
+        session = (await backend.pool.acquire("alice")).session
+        assert await backend.resources.round()
+        doc = session.to_dict()
+        assert (doc["cpu_percent"], doc["memory_bytes"], doc["resources_source"]) == (
+            25.0,
+            512 * MiB,  # the template's default memory request
+            "requested",
+        )
+        res = backend.health().to_dict()["resources"]
+        assert (res["scope"], res["source"]) == ("cluster", "requested")
+        assert (res["cpu_cores"], res["memory_bytes"]) == (8.0, 32 << 30)
+        assert (res["cpu_used_cores"], res["memory_used_bytes"]) == (0.25, 512 * MiB)
+        assert (res["cpu_percent"], res["memory_percent"]) == (3.1, 1.6)
+        assert res["sessions_source"] == "requested" and res["detail"] == ""
+        text = render_metrics(metrics_registry(backend)).decode()
+        labels = f'session_id="{session.session_id}",source="requested"'
+        assert (
+            f'podwarden_session_cpu_cores{{{labels},template="browser",user="alice"}} 0.25' in text
+        )
+        assert 'podwarden_resources_cpu_cores{scope="cluster"} 8.0' in text
+        assert 'podwarden_resources_memory_used_bytes{scope="cluster",source="requested"}' in text
+    finally:
+        await backend.stop(stop_sessions=True)
+        cleaner = KubernetesRuntime(
+            KubernetesSettings(kubeconfig=str(cluster_kubeconfig()), namespace=namespace),
+            SessionLogs(EventBus()),
+        )
+        client = await cleaner.connect()
+        await client.delete(NAMESPACES, None, namespace)
+        await cleaner.close()
