@@ -14,8 +14,11 @@ it was. What this module adds is the grouping and the rates:
 - CPU is a rate: the CPU seconds of the group's processes (their own plus those of their
   reaped children, so a child that ran and exited between two samples counts) since the
   last sample, over the wall time in between. A process born since the last sample counts
-  with all its CPU time; one that exited unreaped is lost for the interval. The first
-  sample of a workload has no rate yet (``None``).
+  with all its CPU time (told by its start time, which the kernel gives to 10 ms but psutil
+  turns into wall time through the boot time, known to the second: a process started
+  within a second of a sample may be counted on the wrong side of it); one that exited
+  unreaped is lost for the interval. The first sample of a workload has no rate yet
+  (``None``).
 - Memory is RSS summed over the group: pages shared between its processes count once per
   process (what ``ps`` and ``top`` show too); exact shares (PSS) would cost reading
   ``smaps`` of every process.

@@ -126,7 +126,7 @@ async def test_a_busy_workload_shows_measured_cpu_and_memory_that_grows(local: L
 
     await tell(handle, "burn")
     burning = await local.usage("alice-hog-1", handle)
-    assert burning.cpu_percent is not None and 20 < burning.cpu_percent < 150, burning
+    assert burning.cpu_percent is not None and 10 < burning.cpu_percent < 150, burning
 
     await tell(handle, "grow")
     grown = await local.usage("alice-hog-1", handle)
@@ -152,7 +152,7 @@ async def test_the_process_group_counts_its_children(local: Local) -> None:
     # children times), though it is gone by the time of the second sample.
     await tell(handle, "child-burn")
     after = await local.usage("alice-kids-1", handle)
-    assert after.cpu_percent is not None and 20 < after.cpu_percent < 150, after
+    assert after.cpu_percent is not None and 10 < after.cpu_percent < 150, after
 
 
 async def test_a_gone_workload_has_no_figures(local: Local) -> None:
@@ -221,7 +221,7 @@ async def test_sessions_health_and_metrics_show_the_measured_figures(
 
     doc = (await api.get(f"/sessions/{sid}")).json()
     assert doc["resources_source"] == "measured"
-    assert doc["cpu_percent"] > 20
+    assert doc["cpu_percent"] > 10
     assert doc["memory_bytes"] > 1 * MiB
     listed = {s["session_id"]: s for s in (await api.get("/sessions")).json()}
     assert listed[sid]["cpu_percent"] == doc["cpu_percent"]
