@@ -25,7 +25,9 @@ it was. What this module adds is the grouping and the rates:
 - The host: busy CPU from the system-wide CPU times between two samples (busy = all but
   idle and iowait), and memory used = total minus available.
 
-Blocking (it reads ``/proc``): the runtime calls ``sample`` in a worker thread.
+Blocking (it reads ``/proc``): the runtime calls ``sample`` in a worker thread. psutil is
+imported there, on first use, not with the runtime: its ~25 ms import stays off the
+console's first screen.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import psutil
-
 from backend.models import WorkloadUsage
 from backend.runtime.base import ResourceTotals
 
@@ -45,6 +45,8 @@ __all__ = ["GroupUsage", "HostUsage", "group_pids"]
 
 def group_pids(leaders: set[int]) -> dict[int, list[int]]:
     """The running pids whose process group or session is one of ``leaders``, by leader."""
+    import psutil
+
     found: dict[int, list[int]] = {leader: [] for leader in leaders}
     if not leaders:
         return found
@@ -121,6 +123,8 @@ class GroupUsage:
 
 def _process(pid: int) -> tuple[float, float, int] | None:
     """(create time, cumulative CPU seconds, RSS bytes) of ``pid``; None when it is gone."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -143,6 +147,8 @@ class HostUsage:
         """(busy, total) CPU seconds of the whole host at the last sample."""
 
     def sample(self) -> ResourceTotals:
+        import psutil
+
         times = psutil.cpu_times()
         idle = times.idle + getattr(times, "iowait", 0.0)
         # Linux counts guest time inside user and nice already (as psutil's own
