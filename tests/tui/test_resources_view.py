@@ -83,7 +83,7 @@ class TestResources:
             await pilot.resize_terminal(80, 24)
             await settle(pilot)
             pool_line = gauges.render().plain.splitlines()[0]
-            assert len(pool_line) <= 78 and pool_line.rstrip().endswith("CPU 23% MEM 40%")
+            assert len(pool_line) <= 78 and pool_line.rstrip().endswith("Host CPU 23% MEM 40%")
 
     async def test_requests_on_a_cluster_without_metrics_are_marked(self, pool: Pool) -> None:
         app = pool.app()
