@@ -94,7 +94,7 @@ class TestResources:
             detail = main_of(app).detail._last.plain
             assert "(requested by its pod, not measured)" in detail
             line = main_of(app).gauges.render().plain.splitlines()[0]
-            assert line.rstrip().endswith("Requests CPU 1.75/8 MEM 3.5G/32G")
+            assert line.rstrip().endswith("Cluster requests CPU █░░░░ 1.75/8  MEM █░░░░ 3.5G/32G")
 
     async def test_no_column_when_the_runtime_cannot_tell(self, pool: Pool) -> None:
         app = pool.app()
