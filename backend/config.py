@@ -101,6 +101,9 @@ class PoolSettings:
     not count as activity, so a keepalive does not keep a session from idling."""
     max_pinned: int | None = None
     """Sessions that may be pinned at once; None (the default): no limit of its own."""
+    resources_interval: float = 5.0
+    """Seconds between samples of every session's CPU and memory and of the host's (or the
+    cluster's) totals; 0 turns sampling off."""
 
 
 @dataclass

@@ -69,6 +69,10 @@ class HealthSnapshot:
     ``active_sessions``."""
     pinned_sessions: int = 0
     """Live sessions that are pinned."""
+    resources: dict[str, Any] | None = None
+    """The host's (local) or the cluster's (Kubernetes) CPU and memory against what is used
+    or requested, and the live sessions' sum, at the last resource sample
+    (``backend.resources``); None before it, or when the runtime cannot tell."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -31,6 +31,7 @@ __all__ = [
     "SessionState",
     "TunnelInfo",
     "WorkloadHandle",
+    "WorkloadUsage",
     "make_session_id",
     "user_slug",
     "validate_user",
@@ -145,6 +146,23 @@ class TunnelInfo:
         }
 
 
+@dataclass(frozen=True)
+class WorkloadUsage:
+    """One session's CPU and memory at the last sample, and where the figures come from.
+
+    ``measured``: what the workload uses now (the local process group, or
+    ``metrics.k8s.io``); ``requested``: what its pod asks the cluster for (Kubernetes
+    without a metrics API), which says nothing about what it really uses.
+    """
+
+    cpu_percent: float | None
+    """Percent of one core (100: one core busy; above 100 on several cores); None unknown."""
+    memory_bytes: int | None
+    """Resident memory (RSS summed over its processes) or the memory request; None unknown."""
+    source: str
+    """``measured`` or ``requested``."""
+
+
 @dataclass(eq=False)
 class Session:
     """One persistent workload for one user and template."""
@@ -177,6 +195,8 @@ class Session:
     """The idle timeout that applies to it (its template's or the pool's); None: none."""
     max_age: float | None = None
     """The maximum age that applies to it; None: none."""
+    usage: WorkloadUsage | None = None
+    """CPU and memory at the last resource sample (``backend.resources``); None: unknown."""
 
     @property
     def idle_since(self) -> float:
@@ -230,6 +250,17 @@ class Session:
             "standby": self.standby,
             "cull_at": self.cull_at(),
             "pod": self.pod,
+            **self._usage_dict(),
+        }
+
+    def _usage_dict(self) -> dict[str, Any]:
+        usage = self.usage if self.state.is_live else None
+        if usage is None:
+            return {"cpu_percent": None, "memory_bytes": None, "resources_source": None}
+        return {
+            "cpu_percent": usage.cpu_percent,
+            "memory_bytes": usage.memory_bytes,
+            "resources_source": usage.source,
         }
 
     @property

@@ -27,6 +27,7 @@ from backend.peers import PeerPolicy, resolve_users
 from backend.pool import SessionPool
 from backend.recovery import RecoveryReport, recover
 from backend.refresher import Refresher
+from backend.resources import ResourceSampler
 from backend.runtime.base import OwnedWorkload, Runtime
 from backend.standby import StandbyKeeper
 from backend.state_lock import StateLock, hold_state_dir
@@ -90,6 +91,7 @@ class Backend:
         self.liveness = LivenessChecker(self.pool)
         self.culler = Culler(self.pool)
         self.standby = StandbyKeeper(self.pool)
+        self.resources = ResourceSampler(self.pool)
         self.recovery: RecoveryReport | None = None
         self.started_at = time.time()
         self.orphans: dict[str, OwnedWorkload] = {}
@@ -117,6 +119,7 @@ class Backend:
         self.liveness.start()
         self.culler.start()
         self.standby.start()
+        self.resources.start()
         self._tasks.append(self._guarded(self._reconcile_loop(), "drift check"))
         self._started = True
 
@@ -126,6 +129,7 @@ class Backend:
         await self.liveness.stop()
         await self.culler.stop()
         await self.standby.stop()
+        await self.resources.stop()
         await asyncio.gather(*self._removals, return_exceptions=True)
         await self.pool.close(stop_sessions=stop_sessions)
         for task in self._tasks:
@@ -294,4 +298,5 @@ class Backend:
             draining_since=pool.drain.since,
             standby=len(pool.standby_sessions()),
             pinned_sessions=sum(1 for s in sessions if s.pinned and s.state.is_live),
+            resources=self.resources.summary(),
         )

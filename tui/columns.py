@@ -23,9 +23,21 @@ from tui.format import (
     ref_text,
     state_text,
     tunnel_text,
+    usage_text,
 )
 
-__all__ = ["CHROME", "COLUMNS", "ID_FIT", "ID_MAX", "ID_MIN", "LAYOUTS", "Column", "IdCell"]
+__all__ = [
+    "CHROME",
+    "COLUMNS",
+    "ID_FIT",
+    "ID_MAX",
+    "ID_MIN",
+    "LAYOUTS",
+    "RESOURCE_LAYOUTS",
+    "RESOURCES_MIN_WIDTH",
+    "Column",
+    "IdCell",
+]
 
 Cell = Text
 Render = Callable[[dict[str, Any], float, int], Cell]
@@ -110,6 +122,13 @@ COLUMNS: dict[str, Column] = {
         Column(
             "uses", "USES", 4, lambda s, now, w: _plain(str(s.get("use_count", 0))), ("use_count",)
         ),
+        Column(
+            "res",
+            "CPU MEM",
+            10,
+            lambda s, now, w: usage_text(s, w),
+            ("cpu_percent", "memory_bytes", "resources_source", "state"),
+        ),
         Column("tunnel", "TUNNEL", 8, lambda s, now, w: tunnel_text(s, w), ("tunnel", "state")),
         Column(
             "ref",
@@ -133,6 +152,22 @@ LAYOUTS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 """Column sets from the richest down, each with its tunnel width; the first whose
 session id column still gets ``ID_FIT`` cells wins, so columns give way as it narrows."""
+_WIDE = ("state", "id", "user", "template", "age", "idle", "cull")
+RESOURCE_LAYOUTS: tuple[tuple[tuple[str, ...], int], ...] = (
+    ((*_WIDE, "uses", "res", "tunnel", "ref"), 26),
+    ((*_WIDE, "uses", "res", "tunnel", "ref"), 17),
+    ((*_WIDE, "res", "tunnel", "ref"), 17),
+    ((*_WIDE, "res", "tunnel", "ref"), 8),
+    (("state", "id", "user", "age", "idle", "cull", "res", "tunnel", "ref"), 8),
+    (("state", "id", "user", "age", "idle", "cull", "res", "tunnel"), 8),
+    *LAYOUTS[3:],
+)
+"""``LAYOUTS`` with the CPU/MEM column (``res``), used when the backend reports resource
+figures: USES (kept in the detail pane) and the tunnel's host and target give way to it
+first; it gives way below ``RESOURCES_MIN_WIDTH`` (at 80 columns it would squeeze the
+session id below ``ID_FIT``), where the layouts are ``LAYOUTS``' own."""
+RESOURCES_MIN_WIDTH = 100
+"""Narrowest table that shows the CPU/MEM column."""
 ID_FIT, ID_MIN, ID_MAX = 19, 12, 40
 CHROME = 3
 """Cells the table's border and scrollbar take."""

@@ -28,10 +28,13 @@ __all__ = [
     "gauge_bar",
     "idle_since",
     "orphans_word",
+    "percent",
     "ref_text",
+    "size",
     "state_text",
     "state_word",
     "tunnel_text",
+    "usage_text",
 ]
 
 STATE_SYMBOL: dict[str, str] = {
@@ -188,3 +191,37 @@ def gauge_bar(used: int, total: int, width: int) -> str:
     if used and not filled:
         filled = 1
     return "█" * filled + "░" * (width - filled)
+
+
+def size(n: float | None) -> str:
+    """Bytes in at most 4 cells: ``512K``, ``120M``, ``1.2G``, ``32G``; ``-`` unknown."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1000 or unit == "T":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)}B"
+    return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+
+
+def percent(value: float | None) -> str:
+    """``3%``, ``250%``; ``-`` unknown."""
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def usage_text(session: dict[str, Any], width: int = 10) -> Text:
+    """The CPU/MEM cell: ``3% 120M`` measured (CPU in % of one core); a pod's requests
+    are marked ``r`` and dimmed (``r 25% 512M``): what it asks for, not what it uses."""
+    source = session.get("resources_source")
+    if not source or session.get("state") not in LIVE_STATES:
+        return Text("-", style="dim")
+    figures = f"{percent(session.get('cpu_percent'))} {size(session.get('memory_bytes'))}"
+    if source == "requested":
+        for text in (f"r {figures}", f"r{figures}"):
+            if len(text) <= width:
+                return Text(text, style="dim italic")
+        return Text(clip(f"r{figures}", width), style="dim italic")
+    return Text(clip(figures, width))

@@ -30,6 +30,7 @@ SORTS: tuple[str, ...] = (
     "idle",
     "cull",
     "uses",
+    "res",
     "tunnel",
     "ref",
 )
@@ -59,6 +60,10 @@ def sort_key(name: str, session: dict[str, Any]) -> Any:
         return (float("inf") if cull_at is None else float(cull_at), created)
     if name == "uses":
         return (int(session.get("use_count") or 0), created)
+    if name == "res":  # by CPU, then memory; unknown first
+        cpu = session.get("cpu_percent")
+        memory = session.get("memory_bytes")
+        return ((-1.0 if cpu is None else float(cpu), memory or -1), created)
     if name == "tunnel":
         tunnel = session.get("tunnel") or {}
         return (int(tunnel.get("port") or 0), created)

@@ -131,6 +131,7 @@ class PoolCollector(Collector):
         )
 
         yield from _policy_metrics(backend)
+        yield from _resource_metrics(backend)
 
         yield _gauge(
             "podwarden_healthy", "1 when /health says healthy.", health.status == "healthy"
@@ -213,6 +214,81 @@ def _policy_metrics(backend: Backend) -> Iterator[Metric]:
         "Standby sessions stopped to give their slot to a user's session.",
         metrics.standby_yielded,
     )
+
+
+def _resource_metrics(backend: Backend) -> Iterator[Metric]:
+    """Each live session's CPU (in cores: 0.5 is half a core) and memory at the last sample,
+    labelled measured or requested, their sums, and the host's or the cluster's totals."""
+    labels = ["session_id", "user", "template", "source"]
+    cpu = GaugeMetricFamily(
+        "podwarden_session_cpu_cores",
+        "CPU of the session at the last sample, in cores: used (measured) or its pod's "
+        "request (requested).",
+        labels=labels,
+    )
+    memory = GaugeMetricFamily(
+        "podwarden_session_memory_bytes",
+        "Memory of the session at the last sample: RSS of its processes (measured) or its "
+        "pod's request (requested).",
+        labels=labels,
+    )
+    cpu_sum: dict[str, float] = {}
+    memory_sum: dict[str, float] = {}
+    for session in backend.pool.list():
+        usage = session.usage
+        if usage is None or not session.state.is_live:
+            continue
+        values = [session.session_id, session.user, session.template, usage.source]
+        if usage.cpu_percent is not None:
+            cpu.add_metric(values, usage.cpu_percent / 100.0)
+            cpu_sum[usage.source] = cpu_sum.get(usage.source, 0.0) + usage.cpu_percent / 100.0
+        if usage.memory_bytes is not None:
+            memory.add_metric(values, usage.memory_bytes)
+            memory_sum[usage.source] = memory_sum.get(usage.source, 0) + usage.memory_bytes
+    yield cpu
+    yield memory
+    for name, help_text, sums in (
+        ("podwarden_sessions_cpu_cores", "CPU of all live sessions, in cores.", cpu_sum),
+        ("podwarden_sessions_memory_bytes", "Memory of all live sessions.", memory_sum),
+    ):
+        family = GaugeMetricFamily(name, help_text, labels=["source"])
+        for source, value in sorted(sums.items()):
+            family.add_metric([source], value)
+        yield family
+    totals = backend.resources.totals
+    rows: list[tuple[str, str, float | None, bool]] = [
+        (
+            "podwarden_resources_cpu_cores",
+            "CPUs of the host, or the cluster's allocatable cores.",
+            None if totals is None else totals.cpu_cores,
+            False,
+        ),
+        (
+            "podwarden_resources_cpu_used_cores",
+            "Cores busy on the host (measured), or requested by podwarden's pods.",
+            None if totals is None else totals.cpu_used_cores,
+            True,
+        ),
+        (
+            "podwarden_resources_memory_bytes",
+            "Memory of the host, or the cluster's allocatable memory.",
+            None if totals is None else totals.memory_bytes,
+            False,
+        ),
+        (
+            "podwarden_resources_memory_used_bytes",
+            "Memory in use on the host (measured), or requested by podwarden's pods.",
+            None if totals is None else totals.memory_used_bytes,
+            True,
+        ),
+    ]
+    for name, help_text, figure, used in rows:
+        family = GaugeMetricFamily(
+            name, help_text, labels=["scope", "source"] if used else ["scope"]
+        )
+        if totals is not None and figure is not None:
+            family.add_metric([totals.scope, totals.source] if used else [totals.scope], figure)
+        yield family
 
 
 def metrics_registry(backend: Backend) -> CollectorRegistry:

@@ -29,6 +29,7 @@ __all__ = [
     "HealthOut",
     "LogsOut",
     "OrphanOut",
+    "ResourcesOut",
     "SessionOut",
     "TemplateOut",
     "TunnelOut",
@@ -137,6 +138,22 @@ class SessionOut(BaseModel):
     pod: str | None = Field(
         default=None, description="The Kubernetes pod its tunnel reaches now (null: local)."
     )
+    cpu_percent: float | None = Field(
+        default=None,
+        description="CPU at the last resource sample, in percent of one core (100: one core "
+        "busy); null when unknown.",
+    )
+    memory_bytes: int | None = Field(
+        default=None,
+        description="Memory at the last resource sample: RSS summed over its processes "
+        "(measured) or its pod's memory request (requested); null when unknown.",
+    )
+    resources_source: Literal["measured", "requested"] | None = Field(
+        default=None,
+        description="Where cpu_percent and memory_bytes come from: `measured` (the local "
+        "process group, or metrics.k8s.io) or `requested` (the pod's resource requests, when "
+        "the cluster serves no metrics); null when there are none.",
+    )
 
 
 class AcquireOut(SessionOut):
@@ -144,6 +161,26 @@ class AcquireOut(SessionOut):
 
     is_new_session: bool
     took_ms: float
+
+
+class ResourcesOut(BaseModel):
+    """``/health``'s ``resources``: the host (local, measured) or the cluster (Kubernetes:
+    nodes' allocatable against podwarden's pods' requests) at the last sample."""
+
+    scope: Literal["host", "cluster"]
+    source: Literal["measured", "requested"]
+    cpu_cores: float | None = Field(description="Host logical CPUs, or allocatable cores.")
+    cpu_used_cores: float | None = Field(description="Cores busy, or requested by the pods.")
+    cpu_percent: float | None
+    memory_bytes: int | None = Field(description="Host memory, or allocatable memory.")
+    memory_used_bytes: int | None = Field(description="Memory in use, or requested.")
+    memory_percent: float | None
+    detail: str = Field(description="Why a figure is missing (e.g. nodes not readable).")
+    sessions_cpu_percent: float = Field(description="The live sessions' CPU summed (% of a core).")
+    sessions_memory_bytes: int = Field(description="The live sessions' memory summed.")
+    sessions_source: Literal["measured", "requested", "mixed"] | None
+    sampled_at: float | None
+    interval_s: float
 
 
 class HealthOut(BaseModel):
@@ -179,6 +216,7 @@ class HealthOut(BaseModel):
     draining_since: float | None
     standby: int
     pinned_sessions: int
+    resources: ResourcesOut | None = None
 
 
 class TemplateOut(BaseModel):

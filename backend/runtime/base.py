@@ -8,12 +8,12 @@ for a reason a person must act on raises a ``PodwardenError`` subclass (``StartE
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from backend.models import TunnelInfo, WorkloadHandle
+from backend.models import TunnelInfo, WorkloadHandle, WorkloadUsage
 from backend.templates import Template
 
 if TYPE_CHECKING:
@@ -24,12 +24,15 @@ __all__ = [
     "OwnedWorkload",
     "PhaseCallback",
     "ProbeResult",
+    "ResourceReport",
+    "ResourceTotals",
     "Runtime",
     "RuntimeHealth",
     "Tunnel",
     "WorkloadLostCallback",
     "WorkloadMovedCallback",
     "WorkloadSpec",
+    "WorkloadUsage",
 ]
 
 PhaseCallback = Callable[[str], None]
@@ -116,6 +119,64 @@ class RuntimeHealth:
     """How many workloads the runtime itself sees (for drift checks), where known."""
 
 
+@dataclass(frozen=True)
+class ResourceTotals:
+    """The machine's or the cluster's CPU and memory, against what is used of them.
+
+    Local (``scope`` ``host``, ``source`` ``measured``): the host's logical CPUs and its
+    memory, against what every process of the host uses now. Kubernetes (``cluster``,
+    ``requested``): the nodes' allocatable CPU and memory, against what podwarden's pods
+    request; ``cpu_cores`` and ``memory_bytes`` are None when the nodes cannot be read
+    (``detail`` says why).
+    """
+
+    scope: str
+    """``host`` or ``cluster``."""
+    source: str
+    """``measured`` (used now) or ``requested`` (podwarden's pods' requests)."""
+    cpu_cores: float | None
+    """Logical CPUs of the host, or the cluster's allocatable cores."""
+    cpu_used_cores: float | None
+    """Cores busy on the host, or requested by podwarden's pods."""
+    memory_bytes: int | None
+    """The host's memory, or the cluster's allocatable memory."""
+    memory_used_bytes: int | None
+    """Memory in use on the host (total minus available), or requested by the pods."""
+    detail: str = ""
+    """Why a figure is missing, for people."""
+
+    def to_dict(self) -> dict[str, object]:
+        def pct(used: float | None, total: float | None) -> float | None:
+            if used is None or not total:
+                return None
+            return round(100.0 * used / total, 1)
+
+        return {
+            "scope": self.scope,
+            "source": self.source,
+            "cpu_cores": self.cpu_cores,
+            "cpu_used_cores": _round(self.cpu_used_cores, 3),
+            "cpu_percent": pct(self.cpu_used_cores, self.cpu_cores),
+            "memory_bytes": self.memory_bytes,
+            "memory_used_bytes": self.memory_used_bytes,
+            "memory_percent": pct(self.memory_used_bytes, self.memory_bytes),
+            "detail": self.detail,
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True)
+class ResourceReport:
+    """One resource sample: per session (by the pool's session id) and the totals."""
+
+    sessions: dict[str, WorkloadUsage] = field(default_factory=dict)
+    """Sessions with figures; a session missing here has none this time."""
+    totals: ResourceTotals | None = None
+
+
 @runtime_checkable
 class Tunnel(Protocol):
     """A local listener that relays each connection to a session's workload."""
@@ -198,6 +259,18 @@ class Runtime(Protocol):
 
     def health(self) -> RuntimeHealth:
         """Whether the runtime is usable now."""
+        ...
+
+    async def resources(self, handles: Mapping[str, WorkloadHandle]) -> ResourceReport | None:
+        """CPU and memory of the workloads in ``handles`` (the live sessions' handles by
+        session id) and the host's or cluster's totals, sampled now; called every
+        ``pool.resources_interval`` by ``backend.resources``, never per request.
+
+        CPU is a rate, so a runtime may answer a session's ``cpu_percent`` None until it
+        has seen the workload twice. None (the whole answer) means this runtime cannot
+        tell at all (the in-memory runtime): the caller stops asking. Never raises for one
+        workload's sake; a runtime that cannot be reached raises its usual errors.
+        """
         ...
 
     async def close(self) -> None:

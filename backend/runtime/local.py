@@ -46,6 +46,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from backend.errors import StartError
@@ -56,11 +57,13 @@ from backend.runtime.base import (
     OwnedWorkload,
     PhaseCallback,
     ProbeResult,
+    ResourceReport,
     RuntimeHealth,
     WorkloadLostCallback,
     WorkloadSpec,
 )
 from backend.runtime.checks import check, http_get_status
+from backend.runtime.local_usage import GroupUsage, HostUsage
 from backend.runtime.local_workload import (
     LogTail,
     Workload,
@@ -109,6 +112,8 @@ class LocalRuntime:
         self._workloads: dict[str, Workload] = {}
         self._lost_callback: WorkloadLostCallback | None = None
         self._closed = False
+        self._group_usage = GroupUsage()
+        self._host_usage = HostUsage()
 
     # ------------------------------------------------------------------ protocol
 
@@ -359,6 +364,20 @@ class LocalRuntime:
 
     def logs(self, session_id: str) -> list[str]:
         return self._logs.get(session_id)
+
+    async def resources(self, handles: Mapping[str, WorkloadHandle]) -> ResourceReport:
+        """Each workload's process group (CPU rate, RSS) and the host, measured with psutil
+        in a worker thread (``local_usage``)."""
+        groups: dict[str, int] = {}
+        for session_id, handle in handles.items():
+            workload = self._find(handle)
+            if workload is not None and not workload.exited.is_set():
+                groups[session_id] = workload.pgid
+
+        def sample() -> ResourceReport:
+            return ResourceReport(self._group_usage.sample(groups), self._host_usage.sample())
+
+        return await asyncio.to_thread(sample)
 
     def health(self) -> RuntimeHealth:
         if self._closed:

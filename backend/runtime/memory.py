@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backend.errors import StartError
@@ -21,6 +22,7 @@ from backend.runtime.base import (
     OwnedWorkload,
     PhaseCallback,
     ProbeResult,
+    ResourceReport,
     RuntimeHealth,
     WorkloadLostCallback,
     WorkloadSpec,
@@ -84,6 +86,8 @@ class MemoryRuntime:
         """When set, ``wait_ready`` waits for this event (tests control start timing)."""
         self._lost: WorkloadLostCallback | None = None
         self._refs = itertools.count(1)
+        self.resource_report: ResourceReport | None = None
+        """What ``resources`` answers (tests set it); None, the default: cannot tell."""
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -183,6 +187,16 @@ class MemoryRuntime:
 
     def logs(self, session_id: str) -> list[str]:
         return self._logs.get(session_id) if self._logs is not None else []
+
+    async def resources(self, handles: Mapping[str, WorkloadHandle]) -> ResourceReport | None:
+        """No processes, so nothing to measure: None, unless a test set
+        ``resource_report`` (then its figures for the sessions asked about)."""
+        self._count("resources")
+        report = self.resource_report
+        if report is None:
+            return None
+        sessions = {sid: u for sid, u in report.sessions.items() if sid in handles}
+        return ResourceReport(sessions, report.totals)
 
     def health(self) -> RuntimeHealth:
         if self.unhealthy:

@@ -19,8 +19,8 @@ from textual.worker import WorkerState
 
 from backend.client import LocalClient
 from backend.config import Settings
-from backend.models import SessionState, WorkloadHandle
-from backend.runtime.base import PhaseCallback, WorkloadSpec
+from backend.models import SessionState, WorkloadHandle, WorkloadUsage
+from backend.runtime.base import PhaseCallback, ResourceReport, ResourceTotals, WorkloadSpec
 from backend.runtime.memory import MemoryRuntime
 from backend.service import Backend
 from backend.templates import Template
@@ -128,6 +128,32 @@ class Pool:
         await self.acquire("alice")  # a reuse: alice's use count goes to 2
         self.clock.advance(3)
         return ids
+
+    async def resources(self, ids: dict[str, str], scope: str = "host") -> None:
+        """Resource figures for the mixed pool's sessions, as the local runtime (``host``,
+        measured) or a cluster without metrics (``cluster``, requested) would report them,
+        taken by one sampler round."""
+        GiB, MiB = 1 << 30, 1 << 20
+        if scope == "host":
+            per_user = {
+                "alice": (3.2, 120 * MiB),
+                "bob": (0.4, 88 * MiB),
+                "carol": (57.0, 1300 * MiB),
+                "erin": (96.0, 40 * MiB),
+            }
+            source = "measured"
+            totals = ResourceTotals("host", "measured", 2.0, 0.46, 8 * GiB, 3300 * MiB)
+        else:
+            per_user = {u: (25.0, 512 * MiB) for u in ("alice", "bob", "erin")}
+            per_user["carol"] = (100.0, 2 * GiB)
+            source = "requested"
+            totals = ResourceTotals("cluster", "requested", 8.0, 1.75, 32 * GiB, 3584 * MiB)
+        usage = {
+            ids[user]: WorkloadUsage(cpu, memory, source)
+            for user, (cpu, memory) in per_user.items()
+        }
+        self.runtime.resource_report = ResourceReport(usage, totals)
+        assert await self.backend.resources.round()
 
     async def orphan(self, session_id: str, user: str = "mallory") -> None:
         """Start a workload behind the pool's back; the drift check lists it as an orphan."""

@@ -37,6 +37,19 @@ def full(pool: Pool) -> Any:
     return before
 
 
+def with_resources(pool: Pool, scope: str) -> Any:
+    """The mixed pool with CPU and memory per session and the host's (or cluster's)."""
+
+    async def before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        ids = await pool.mixed()
+        await pool.resources(ids, scope)
+        pilot.app.request_sync(full=True)  # type: ignore[attr-defined]
+        await settle(pilot)
+
+    return before
+
+
 def orphans(pool: Pool) -> Any:
     """The mixed pool plus two workloads the pool does not know (found by the drift check)."""
 
@@ -83,6 +96,18 @@ class TestMainScreen:
         """--read-only: RO in the header, no mutating keys in the footer."""
         app = pool.app(read_only=True)
         assert snap_compare(app, terminal_size=size, run_before=mixed(pool))
+
+    def test_resources(self, pool: Pool, snap_compare: Any, size: tuple[int, int]) -> None:
+        """Local runtime: CPU/MEM per session (from 100 columns), the host's gauge."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=with_resources(pool, "host"))
+
+    def test_resources_requested(
+        self, pool: Pool, snap_compare: Any, size: tuple[int, int]
+    ) -> None:
+        """Kubernetes without metrics: requests, marked r and dimmed; the cluster's room."""
+        app = pool.app()
+        assert snap_compare(app, terminal_size=size, run_before=with_resources(pool, "cluster"))
 
 
 @pytest.mark.parametrize("size", SIZES)

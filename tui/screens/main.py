@@ -109,6 +109,9 @@ class MainScreen(Screen[None]):
             per_user = health.get("max_sessions_per_user") or health.get("max_sessions")
             g.per_user_max = int(per_user or 0)
             self.status.orphans = len(health.get("orphans") or ())
+            g.resources = health.get("resources")
+            if self.table.with_resources(g.resources is not None):
+                self._fit(self.app.size.width)
         counts = view.user_counts()
         self.gauges.users = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         selected = self.table.selected_id

@@ -26,6 +26,7 @@ from tui.format import (
     duration,
     idle_since,
     ref_text,
+    size,
     state_word,
 )
 
@@ -141,6 +142,12 @@ class DetailPane(VerticalScroll):
         if s.get("runtime"):
             t.append(f" ({s['runtime']})")
         t.append("\n")
+        source = s.get("resources_source")
+        if source and state in LIVE_STATES:
+            cpu = s.get("cpu_percent")
+            cpu_text = "-" if cpu is None else f"{cpu:.1f}% of a core"
+            how = "measured" if source == "measured" else "requested by its pod, not measured"
+            t.append(f"cpu/mem {cpu_text} · {size(s.get('memory_bytes'))} ({how})\n")
         if s.get("last_error"):
             t.append("error   ", style="bold red")
             t.append(f"{s['last_error']}\n")

@@ -7,7 +7,9 @@ Columns have fixed widths (no per-update measuring, which is O(rows) per cell in
 Textual) and are declared before any row. As the terminal narrows columns give way
 (``tui.columns.LAYOUTS``): below 127 the tunnel drops its host, below 118 the template
 goes, below 107 pid/pod and the tunnel's target, below 86 uses (so at 80 the CULL
-column fits), then idle, age and cull.
+column fits), then idle, age and cull. When the backend reports resource figures the
+CPU/MEM column joins from 100 columns up (``RESOURCE_LAYOUTS``), taking the room of USES
+and the tunnel's host and target first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,18 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
-from tui.columns import CHROME, COLUMNS, ID_FIT, ID_MAX, ID_MIN, LAYOUTS, Column, IdCell
+from tui.columns import (
+    CHROME,
+    COLUMNS,
+    ID_FIT,
+    ID_MAX,
+    ID_MIN,
+    LAYOUTS,
+    RESOURCE_LAYOUTS,
+    RESOURCES_MIN_WIDTH,
+    Column,
+    IdCell,
+)
 from tui.model import DEFAULT_SORT, Filter, PoolView, sort_key
 
 __all__ = ["SessionsTable"]
@@ -57,6 +70,7 @@ class SessionsTable(DataTable[Text]):
         self._widths: dict[str, int] = {}
         self._cells: dict[str, dict[str, Text]] = {}
         self._fitted_for = -1
+        self._resources = False
         self.filter = Filter()
         self._offscreen: set[str] = set()
         self._docs: dict[str, dict[str, Any]] = {}
@@ -72,12 +86,24 @@ class SessionsTable(DataTable[Text]):
         """The columns of the current layout, left to right."""
         return self._columns
 
+    def with_resources(self, shown: bool) -> bool:
+        """Offer the CPU/MEM column (the backend reports resource figures) or not; True
+        when that changed, so the caller fits and rebuilds the table again."""
+        if shown == self._resources:
+            return False
+        self._resources = shown
+        self._fitted_for = -1
+        return True
+
     def fit(self, width: int) -> bool:
         """Choose columns for a table ``width`` cells wide; True when they changed."""
         if width == self._fitted_for:
             return False
         self._fitted_for = width
-        for keys, tunnel in LAYOUTS:
+        layouts = RESOURCE_LAYOUTS if self._resources else LAYOUTS
+        for keys, tunnel in layouts:
+            if "res" in keys and width < RESOURCES_MIN_WIDTH:
+                continue
             widths = {k: (tunnel if k == "tunnel" else COLUMNS[k].width) for k in keys}
             widths["id"] = width - CHROME - sum(widths.values()) - 2 * len(keys)
             if widths["id"] >= ID_FIT:

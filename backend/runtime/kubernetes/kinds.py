@@ -16,6 +16,7 @@ __all__ = [
     "EVENTS",
     "Kind",
     "NAMESPACES",
+    "NODES",
     "PODS",
     "REPLICASETS",
     "SECRETS",
@@ -57,6 +58,8 @@ SERVICES = Kind("service", "/api/v1", "services")
 SECRETS = Kind("secret", "/api/v1", "secrets")
 EVENTS = Kind("event", "/api/v1", "events")
 NAMESPACES = Kind("namespace", "/api/v1", "namespaces", namespaced=False)
+NODES = Kind("node", "/api/v1", "nodes", namespaced=False)
+"""Read only, for the cluster's allocatable (``usage``); needs ``deploy/rbac-nodes.yaml``."""
 
 SESSION_KINDS: tuple[Kind, ...] = (DEPLOYMENTS, REPLICASETS, PODS, SERVICES, SECRETS)
 """Everything a session may leave behind; what ``stop`` verifies is gone."""

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from backend.config import KubernetesSettings
@@ -40,6 +41,7 @@ from backend.runtime.base import (
     OwnedWorkload,
     PhaseCallback,
     ProbeResult,
+    ResourceReport,
     RuntimeHealth,
     Tunnel,
     WorkloadLostCallback,
@@ -72,6 +74,7 @@ from backend.runtime.kubernetes.kinds import (
 from backend.runtime.kubernetes.podlogs import LogFollower
 from backend.runtime.kubernetes.podmoves import PodMoves
 from backend.runtime.kubernetes.podstatus import assess
+from backend.runtime.kubernetes.usage import ClusterUsage
 from backend.runtime.kubernetes.watch import Reflector, session_of
 from backend.templates import Template
 from backend.tunnels import Admission
@@ -124,6 +127,7 @@ class KubernetesRuntime:
         self._pods = PodMoves()
         self._reported_ok: bool | None = None
         self._closed = False
+        self._usage = ClusterUsage()
 
     # ------------------------------------------------------------------ connection
     def describe(self) -> str:
@@ -561,6 +565,15 @@ class KubernetesRuntime:
             admit=self._admit,
             track=track,
         )
+
+    # ------------------------------------------------------------------ resources
+    async def resources(self, handles: Mapping[str, WorkloadHandle]) -> ResourceReport:
+        """Pod metrics when the cluster serves ``metrics.k8s.io``, else the pods' requests
+        (from the watch caches), and the nodes' allocatable against podwarden's pods'
+        requests (``usage``). Before the first connection: nothing (no request made)."""
+        if self.client is None or self._caches is None:
+            return ResourceReport()
+        return await self._usage.sample(self.client, self._caches, handles)
 
     # ------------------------------------------------------------------ health
     def health(self) -> RuntimeHealth:

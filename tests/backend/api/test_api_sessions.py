@@ -39,6 +39,9 @@ SESSION_KEYS = {
     "standby",
     "cull_at",
     "pod",
+    "cpu_percent",
+    "memory_bytes",
+    "resources_source",
 }
 
 
