@@ -189,6 +189,17 @@ class Capacity:
                 retry_after=5,
             )
 
+    def next_victim(self) -> Session | None:
+        """The session a new session would take the slot of if one were asked for now
+        with the pool full: a standby first, else (under ``evict-lru``) the evictable
+        least recently used one; None when nothing would be evicted."""
+        spare = self.standby_victim()
+        if spare is not None:
+            return spare
+        if self.settings.when_full != "evict-lru":
+            return None
+        return self.evictable()
+
     def _grant(self, user: str) -> tuple[bool, Session | None]:
         """Take a slot for ``user`` now if the policy allows; maybe by evicting (returned)."""
         if self.live < self.settings.max_sessions:

@@ -69,6 +69,9 @@ class HealthSnapshot:
     ``active_sessions``."""
     pinned_sessions: int = 0
     """Live sessions that are pinned."""
+    next_eviction: str | None = None
+    """The session a new one would evict if the pool were full now (a standby first, else
+    the least recently used evictable one under ``evict-lru``); None: none would be."""
     resources: dict[str, Any] | None = None
     """The host's (local) or the cluster's (Kubernetes) CPU and memory against what is used
     or requested, and the live sessions' sum, at the last resource sample

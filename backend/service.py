@@ -298,5 +298,6 @@ class Backend:
             draining_since=pool.drain.since,
             standby=len(pool.standby_sessions()),
             pinned_sessions=sum(1 for s in sessions if s.pinned and s.state.is_live),
+            next_eviction=victim.session_id if (victim := pool.capacity.next_victim()) else None,
             resources=self.resources.summary(),
         )

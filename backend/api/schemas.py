@@ -216,6 +216,7 @@ class HealthOut(BaseModel):
     draining_since: float | None
     standby: int
     pinned_sessions: int
+    next_eviction: str | None = None
     resources: ResourcesOut | None = None
 
 

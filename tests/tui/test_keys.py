@@ -571,3 +571,23 @@ class TestUsers:
             assert isinstance(app.screen, UsersScreen)
             await pilot.press("escape")
             assert not isinstance(app.screen, UsersScreen)
+
+
+class TestNextEviction:
+    async def test_the_next_eviction_is_marked_in_the_detail_and_when_full_the_title(
+        self, pool: Pool
+    ) -> None:
+        pool.backend.settings.pool.max_sessions = 2
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            first, second = await seeded(pilot, pool, "alice", "bob")
+            app.request_sync(full=True)
+            await settle(pilot)
+            main = main_of(app)
+            assert "⏏ next: alice" in str(main.table.border_title)  # full: it is evicted next
+            main.select(first)
+            await settle(pilot)
+            assert "⏏ next to evict" in str(main.detail._last)
+            main.select(second)
+            await settle(pilot)
+            assert "next to evict" not in str(main.detail._last)

@@ -28,7 +28,7 @@ from tui.screens.quit import QuitScreen
 from tui.screens.users import UsersScreen
 from tui.settings import TuiSettings
 from tui.widgets.capacity import CapacityGauges
-from tui.widgets.detail import DetailPane
+from tui.widgets.detail import EVICT_NEXT_SYMBOL, DetailPane
 from tui.widgets.log_panel import LogPanel
 from tui.widgets.sessions_table import SessionsTable
 from tui.widgets.status_bar import StatusBar
@@ -131,6 +131,8 @@ class MainScreen(Screen[None]):
         sid = self.table.selected_id
         session = view.sessions.get(sid) if sid else None
         events = view.session_events.get(sid, ()) if sid else ()
+        if session is not None and sid == view.health.get("next_eviction"):
+            session = {**session, "next_eviction": True}
         self.detail.show(session, events, now)
 
     def _titles(self) -> None:
@@ -146,6 +148,10 @@ class MainScreen(Screen[None]):
             title += f" · filter: {flt.text}"
         sort = self.table.sort_by
         title += f" · sort: {sort}{' ▼' if self.table.sort_reverse else ' ▲'}"
+        victim = view.sessions.get(str(view.health.get("next_eviction") or ""))
+        if victim is not None and self.gauges.active >= self.gauges.max_sessions > 0:
+            # Only worth the room when the next new session really evicts it.
+            title += f" · {EVICT_NEXT_SYMBOL} next: {victim['user'] or 'standby'}"
         self.table.border_title = title
 
     def select(self, session_id: str) -> None:

@@ -30,7 +30,10 @@ from tui.format import (
     state_word,
 )
 
-__all__ = ["DetailPane"]
+EVICT_NEXT_SYMBOL = "⏏"
+"""Marks the session a new one would evict if the pool were full now."""
+
+__all__ = ["EVICT_NEXT_SYMBOL", "DetailPane"]
 
 
 class DetailPane(VerticalScroll):
@@ -117,6 +120,8 @@ class DetailPane(VerticalScroll):
             t.append(f" · {s.get('phase')} for {duration(now - s['created_at'])}")
         if s.get("pinned"):
             t.append(f" · {PIN_SYMBOL} pinned", style="bold")
+        if s.get("next_eviction"):
+            t.append(f" · {EVICT_NEXT_SYMBOL} next to evict", style="bold")
         t.append("\n")
         t.append(f"created {self._when(s.get('created_at'), now)}\n")
         ready_at = s.get("ready_at")

@@ -259,3 +259,29 @@ async def test_a_standby_claim_over_http_says_new_session_and_shows_in_health_an
             assert 'podwarden_session_idle_seconds{session_id="' in metrics
     finally:
         await backend.stop(stop_sessions=True)
+
+
+async def test_health_names_the_next_eviction_and_a_full_pool_takes_exactly_that_one(
+    api: httpx.AsyncClient, memory_backend: Backend
+) -> None:
+    pool = memory_backend.settings.pool
+    pool.max_sessions = 3
+
+    async def next_eviction() -> str | None:
+        return (await api.get("/health")).json()["next_eviction"]
+
+    assert await next_eviction() is None  # nothing to evict
+    ids = [(await api.post("/sessions", json={"user": u})).json()["session_id"] for u in "abc"]
+    assert await next_eviction() == ids[0]  # least recently used
+    await api.post("/sessions", json={"user": "a"})  # a reuse makes it the most recent
+    assert await next_eviction() == ids[1]
+    await api.post(f"/sessions/{ids[1]}/pin")
+    assert await next_eviction() == ids[2]
+    pool.when_full = "reject"
+    assert await next_eviction() is None  # reject never evicts
+    pool.when_full = "evict-lru"
+    served = await api.post("/sessions", json={"user": "d"})
+    assert served.status_code == 200
+    states = {sid: (await api.get(f"/sessions/{sid}")).json()["state"] for sid in ids}
+    assert states[ids[2]] in ("terminating", "terminated")
+    assert states[ids[0]] == states[ids[1]] == "ready"
