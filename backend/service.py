@@ -205,11 +205,8 @@ class Backend:
                 sid not in owned_ids
             ):
                 ghosts.append(sid)
-                self.bus.publish(
-                    EventKind.VANISHED,
-                    f"{sid}: its workload is gone from the runtime",
-                    session_id=sid,
-                    user=session.user,
+                self.bus.publish_session(
+                    EventKind.VANISHED, f"{sid}: its workload is gone from the runtime", session
                 )
                 self.pool.mark_lost(session, "workload vanished from the runtime")
         self.ghosts = ghosts
