@@ -7,6 +7,9 @@ Columns have fixed widths (no per-update measuring, which is O(rows) per cell in
 Textual) and are declared before any row. As the terminal narrows columns give way
 (``tui.columns.LAYOUTS``): below 120 the tunnel drops its host, below 111 the template
 goes, below 100 pid/pod and the tunnel's target, then idle, uses and age.
+
+While the link is down (``stale``) every row is dimmed, no live session claims a state
+(``? unknown``) and no tunnel a ✓: what the table last heard may no longer be true.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from tui.columns import CHROME, COLUMNS, ID_FIT, ID_MAX, ID_MIN, LAYOUTS, Column, IdCell
+from tui.format import stale_cell
 from tui.model import DEFAULT_SORT, Filter, PoolView, sort_key
 
 __all__ = ["SessionsTable"]
@@ -49,6 +53,8 @@ class SessionsTable(DataTable[Text]):
     """The column sorted by (see ``tui.model.SORTS``)."""
     sort_reverse: reactive[bool] = reactive(DEFAULT_SORT[1])
     """Sort descending."""
+    stale: reactive[bool] = reactive(False)
+    """The link is down: rows dimmed, live states ``? unknown``, tunnels without ✓."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=1, **kwargs)
@@ -103,6 +109,14 @@ class SessionsTable(DataTable[Text]):
             self._add(sid, view.sessions[sid], now)
         self._select(keep)
 
+    def watch_stale(self, stale: bool) -> None:
+        if self._view is not None:
+            self.rebuild(self._view, self._now)
+
+    def _cell(self, col: Column, session: dict[str, Any], now: float) -> Text:
+        cell = col.render(session, now, self._widths[col.key])
+        return stale_cell(col.key, session, cell, self._widths[col.key]) if self.stale else cell
+
     def _label(self, col: Column) -> Text:
         if col.key == self.sort_by:
             return Text(f"{col.label}{'▼' if self.sort_reverse else '▲'}", style="bold")
@@ -116,7 +130,7 @@ class SessionsTable(DataTable[Text]):
         # Of the clock-driven cells, the state cell only ticks while a session starts.
         starting = session.get("state") == "starting"
         return {
-            c.key: c.render(session, now, self._widths[c.key])
+            c.key: self._cell(c, session, now)
             for c in self._columns
             if not only_ticking or (c.ticking and (starting or c.key != "state"))
         }
@@ -126,7 +140,7 @@ class SessionsTable(DataTable[Text]):
     ) -> dict[str, Text]:
         """Cells of the columns whose source fields differ between two documents."""
         return {
-            c.key: c.render(new, now, self._widths[c.key])
+            c.key: self._cell(c, new, now)
             for c in self._columns
             if any(old.get(f) != new.get(f) for f in c.fields)
         }
