@@ -163,6 +163,7 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
             main.log_panel.add_error("Link lost", detail or "no answer", now)
             self.notify(detail or "no answer", title="Link lost", severity="warning", markup=False)
         elif state == "auth":
+            main.status.runtime = "not connected"
             main.status.note = "check the token: --token-file / PODWARDEN_TOKEN"
             main.log_panel.add_error("Authentication failed", detail, now)
             self.notify(

@@ -349,12 +349,13 @@ def is_auth_failure(error: BaseException) -> bool:
 
 
 def auth_failure(address: str, error: BaseException) -> str:
-    """What a refused token means and what to do about it, in one line."""
+    """What a refused token means and what to do about it, in one line (shown after
+    "Authentication failed")."""
     status = getattr(error, "status", None) or 401
     return (
-        f"authentication failed: {address} refused the token (HTTP {status}: "
-        f"{_reason(error)}). Check the token: --token-file FILE or the PODWARDEN_TOKEN "
-        "environment variable, then start the console again"
+        f"{address} refused the token (HTTP {status}). Check the "
+        "token: --token-file FILE or the PODWARDEN_TOKEN environment variable, then start "
+        "the console again"
     )
 
 
