@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.tui.harness import Pool
+from tests.tui.harness import Pool, settle
 from tests.tui.remote import RemoteBackend, ThreadedRemote
 from tui.app import PodwardenApp
 from tui.sync import QUIET_KINDS
@@ -213,3 +213,30 @@ class TestRemoteLink:
             assert snap_compare(app, terminal_size=size, run_before=_auth())
         finally:
             remote.shutdown()
+
+
+async def test_a_changed_row_on_screen_is_repainted_alone(pool: Pool) -> None:
+    """The table drops only the changed row's render caches (Textual internals, see
+    ``SessionsTable._repaint_rows``): the screen shows the new cell, no other line is
+    rendered again, and the table-wide update count stays. Fails when a Textual
+    release renames or rekeys those caches."""
+    app = pool.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        ids = [(await pool.acquire(f"u{i}"))["session_id"] for i in range(5)]
+        await settle(pilot)
+        assert app.main is not None
+        table = app.main.table
+        row = table.get_row_index(ids[2])
+        lines = {y: table.render_line(y).text for y in range(1, 6)}
+        count = table._update_count
+        await pool.acquire("u2")  # a reuse: its USES cell goes to 2
+        await settle(pilot)
+        assert table._update_count == count
+        assert table.get_cell(ids[2], "uses").plain == "2"
+        for y, before in lines.items():
+            now = table.render_line(y).text
+            if y == row + 1:
+                assert now != before and " 2 " in now
+            else:
+                assert now == before

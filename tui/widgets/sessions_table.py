@@ -170,15 +170,17 @@ class SessionsTable(DataTable[Text]):
         }
 
     def _write(self, updates: list[tuple[str, str, Text]]) -> None:
-        """Put changed cells into the table; redraw only if one of them is on screen.
+        """Put changed cells into the table and repaint just their rows, if on screen.
 
-        ``update_cell`` refreshes the widget on every call, and any change makes
-        Textual re-render every visible line (its caches are keyed by a table-wide
-        update count). So cells are stored directly (``_data`` and ``_update_count``,
-        exactly what ``update_cell`` sets), the count is bumped once, and only when a
-        changed row is visible; changed rows off screen are remembered and redrawn
-        when scrolled into view (``watch_scroll_y``). Falls back to ``update_cell``
-        should a Textual release rename those attributes.
+        ``update_cell`` refreshes the widget on every call, and any change through it
+        makes Textual re-render every visible line (its render caches are keyed by a
+        table-wide update count): some 30 ms for a screenful of rows, for one changed
+        cell. So cells are stored directly (``_data``, what ``update_cell`` sets), and
+        a changed row on screen has its own cache entries dropped and its region
+        refreshed (``_repaint_rows``); the other lines stay cached. Changed rows off
+        screen are remembered and redrawn when scrolled into view (``watch_scroll_y``).
+        Falls back to ``update_cell`` / a full redraw should a Textual release rename
+        those attributes.
         """
         if not updates:
             return
@@ -190,10 +192,37 @@ class SessionsTable(DataTable[Text]):
         for sid, key, cell in updates:
             data[RowKey(sid)][ColumnKey(key)] = cell
         changed = {sid for sid, _, _ in updates}
-        if changed & self._visible_ids():
+        visible = changed & self._visible_ids()
+        self._offscreen |= changed - visible
+        if visible and not self._repaint_rows(visible):
             self._redraw()
-        else:
-            self._offscreen |= changed
+
+    def _repaint_rows(self, sids: set[str]) -> bool:
+        """Drop the render caches of rows ``sids`` (on screen) and refresh their lines.
+
+        Textual's DataTable keys its caches (8.x): cells and row lines by row key
+        first, screen lines by virtual line first, row renderables by (update count,
+        row index). False, and nothing done, when they are not there as expected.
+        """
+        try:
+            by_row: tuple[Any, ...] = (self._cell_render_cache, self._row_render_cache)
+            lines: Any = self._line_cache
+            renderables: Any = self._row_renderable_cache
+        except AttributeError:
+            return False
+        keys = {RowKey(sid) for sid in sids}
+        indexes = [self.get_row_index(sid) for sid in sids]
+        header = self.header_height if self.show_header else 0
+        ys = {index + header for index in indexes}  # every row is one line high
+        for cache in by_row:
+            for row_key in [k for k in cache.keys() if k[0] in keys]:
+                cache.discard(row_key)
+        for line_key in [k for k in lines.keys() if k[0] in ys]:
+            lines.discard(line_key)
+        for index in indexes:
+            renderables.discard((self._update_count, index))
+            self.refresh_row(index)
+        return True
 
     def _redraw(self) -> None:
         self._offscreen.clear()
