@@ -164,9 +164,15 @@ class Backend:
 
     async def _persist_events(self) -> None:
         # Not log lines, and not reuses: at thousands per second they would push every
-        # eviction and failure out of the store's last 2,000 events within a second.
+        # eviction and failure out of the store's last 2,000 events within a second;
+        # nor the steps of a start or refresh, which the events that end them sum up.
         assert self.store is not None
-        kinds = set(EventKind) - {EventKind.LOG, EventKind.REUSED}
+        kinds = set(EventKind) - {
+            EventKind.LOG,
+            EventKind.REUSED,
+            EventKind.PHASE,
+            EventKind.REFRESH_STARTED,
+        }
         with self.bus.subscribe(maxsize=10000, kinds=kinds) as sub:
             async for event in sub:
                 self.store.add_event(event)
