@@ -172,6 +172,9 @@ class SyncMixin(_AppBase):
                 docs.append(doc)
                 if data.get("standby_id"):
                     gone.append(str(data["standby_id"]))  # a claimed standby got a new id
+                # Kept without the document: the view holds the session already, and a
+                # dozen old copies per session would only weigh on the heap.
+                event = {**event, "data": {k: v for k, v in data.items() if k != "session"}}
             elif sid:
                 self._dirty.add(sid)
             self._health_due = True
@@ -203,6 +206,7 @@ class SyncMixin(_AppBase):
             self.last_update = self.clock()
         if not self.paused:
             self.show_pool()
+        self._count_churn(len(changed) + len(removed))
 
     # ---------------------------------------------------------------- sync
 
@@ -290,7 +294,11 @@ class SyncMixin(_AppBase):
         self._pending_removed |= removed
         if not self.paused:
             self.show_pool()
-        self._churn += len(changed) + len(removed)
+        self._count_churn(len(changed) + len(removed))
+
+    def _count_churn(self, rows: int) -> None:
+        """Count changed rows; after many, freeze the heap once they settle."""
+        self._churn += rows
         if self._churn >= _FREEZE_AFTER:
             # Wait for a quiet second, but under constant change not forever.
             now = self.clock_monotonic()
