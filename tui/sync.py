@@ -103,7 +103,8 @@ class SyncMixin(_AppBase):
         self.clock_monotonic = time.monotonic
         self._health_due = False
         self._fresh: set[str] = set()
-        """Sessions whose document came by event while the running read was under way."""
+        """Sessions whose document came by event since the last read was taken in: the
+        next read's document of them may be older, so it is not applied."""
         self.last_event_id: str | None = None
         """The id of the last event received: a reconnect resumes after it."""
 
@@ -248,7 +249,6 @@ class SyncMixin(_AppBase):
         ids = [] if full else sorted(self._dirty)
         self._dirty.clear()
         self._full_pending = self._health_due = False
-        self._fresh = set()
         self._sync_running = True
         self.sync_pool(ids, full)
 
