@@ -23,4 +23,5 @@ bench:
 	python tests/bench/bench_cold_start.py
 	python tests/bench/bench_api.py
 	python tests/bench/bench_tui.py
+	python tests/bench/bench_events.py
 	python tests/bench/bench_kubernetes.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backend.errors import PodwardenError
 from backend.events import EventBus, EventKind
@@ -63,11 +64,14 @@ class WorkloadStopper:
         why: str,
         verified_kind: EventKind | None,
         started: float | None = None,
+        finish: Callable[[StopOutcome], dict[str, Any]] | None = None,
     ) -> StopOutcome:
         """Stop the workload behind ``handle`` (none: nothing to stop) and publish how it
         went. ``started`` (``time.monotonic``) counts earlier steps, such as closing the
-        tunnel, into the reported duration. Never raises a runtime error: a stop that
-        fails is a leftover, reported."""
+        tunnel, into the reported duration. ``finish`` is called with the outcome before
+        the event is published, and what it returns is added to the event's data (the
+        ended session's document). Never raises a runtime error: a stop that fails is a
+        leftover, reported."""
         started = time.monotonic() if started is None else started
         leftovers: list[str] = []
         verified: tuple[str, ...] = ()
@@ -81,6 +85,7 @@ class WorkloadStopper:
             except Exception as e:  # never leave a caller stuck on a runtime bug
                 leftovers.append(f"stop failed: {e!r}")
         outcome = StopOutcome(time.monotonic() - started, leftovers, verified)
+        extra = finish(outcome) if finish is not None else {}
         if leftovers:
             self.metrics.cleanup_leftovers += 1
             self.bus.publish(
@@ -92,6 +97,7 @@ class WorkloadStopper:
                 leftovers=leftovers,
                 verified_kinds=list(verified),
                 reason=why,
+                **extra,
             )
         elif verified_kind is not None:
             what = (
@@ -108,5 +114,6 @@ class WorkloadStopper:
                 duration_s=round(outcome.duration_s, 3),
                 verified_kinds=list(verified),
                 reason=why,
+                **extra,
             )
         return outcome

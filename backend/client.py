@@ -103,8 +103,13 @@ class PodwardenClient(Protocol):
         """The last events (not log lines), oldest first."""
         ...
 
-    def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event from now on, log lines included, until the client is closed."""
+    def events(self, after: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event from now on, log lines included, until the client is closed.
+
+        Each carries its ``id`` (``<boot>-<seq>``); with ``after`` (the last id seen
+        before a lost link) the events buffered since that one come first, so none is
+        missed while the buffer holds them.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -182,12 +187,20 @@ class LocalClient:
     async def recent_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.ops.recent_events(limit)
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        subscription = self.backend.bus.subscribe(maxsize=5000)
+    async def events(self, after: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        bus = self.backend.bus
+        subscription = bus.subscribe(maxsize=5000)
         self._subscriptions.append(subscription)
         try:
+            sent = 0
+            if after is not None:  # subscribed first: nothing falls between the two
+                replay, _ = bus.since(after)
+                for event in replay:
+                    yield {**event.to_dict(), "id": bus.event_id(event)}
+                sent = replay[-1].seq if replay else 0
             async for event in subscription:
-                yield event.to_dict()
+                if event.seq > sent:
+                    yield {**event.to_dict(), "id": bus.event_id(event)}
         finally:
             subscription.close()
 

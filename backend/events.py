@@ -8,6 +8,12 @@ Events are numbered (``seq``) within one run of the bus, and the run has a rando
 ``boot`` name, so ``"<boot>-<seq>"`` names one event across restarts: a client that lost
 its link resumes after the last id it saw (``EventBus.since``), from a replay buffer that
 keeps every kind.
+
+Every change to a session that a person can see is published through
+``publish_session``, whose event carries the session's whole document as ``/sessions``
+returns it (``data["session"]``, taken when the change happened): a front end applies it
+as it comes, with no read of its own, and the events of one session, in order, always
+end on its current state.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Event", "EventBus", "EventKind", "Subscription"]
+__all__ = ["Event", "EventBus", "EventKind", "SessionLike", "Subscription"]
 
 
 class EventKind(str, Enum):
@@ -69,12 +75,29 @@ class EventKind(str, Enum):
     """A standby workload was started to keep the template's standby count."""
     POD_REPLACED = "pod_replaced"
     """A session's pod was replaced (deleted, evicted): data ``old_pod``, ``new_pod``."""
+    PHASE = "phase"
+    """A starting session's phase changed (``launching``, ``login``, ``waiting for a
+    replacement pod``...): data ``phase``."""
+    REFRESH_STARTED = "refresh_started"
+    """A ready session is being refreshed (probe and keepalive)."""
     LOG = "log"
 
 
-_NOT_IN_HISTORY = frozenset({EventKind.LOG, EventKind.REUSED})
+_NOT_IN_HISTORY = frozenset(
+    {EventKind.LOG, EventKind.REUSED, EventKind.PHASE, EventKind.REFRESH_STARTED}
+)
 """Kinds too frequent for the short history: thousands of reuses a second would push
-every eviction and failure out of it. Subscribers still see them."""
+every eviction and failure out of it, and every start and refresh says more in the
+events that end them. Subscribers still see them."""
+
+
+class SessionLike(Protocol):
+    """What ``publish_session`` needs of a session (``backend.models.Session``)."""
+
+    session_id: str
+    user: str
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,20 @@ class EventBus:
         for subscriber in list(self._subscribers):
             subscriber._offer(event)
         return event
+
+    def publish_session(
+        self, kind: EventKind, message: str, session: SessionLike, **data: Any
+    ) -> Event:
+        """Publish a change of ``session``, carrying its whole current document
+        (``data["session"]``, the shape ``/sessions`` returns)."""
+        return self.publish(
+            kind,
+            message,
+            session_id=session.session_id,
+            user=session.user or None,
+            session=session.to_dict(),
+            **data,
+        )
 
     def subscribe(
         self, maxsize: int = 1000, kinds: set[EventKind] | frozenset[EventKind] | None = None

@@ -234,11 +234,15 @@ class HttpClient:
             raise error_from_response(response)
         return response.text
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event from now on (log lines included) until ``close()``."""
+    async def events(self, after: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every event from now on (log lines included) until ``close()``; with
+        ``after`` (an event id), first those the server still buffers since that one."""
         timeout = httpx.Timeout(10.0, read=60.0)  # heartbeats arrive every 15 s
+        headers = {"Last-Event-ID": after} if after else None
         try:
-            async with self._http.stream("GET", "/events", timeout=timeout) as response:
+            async with self._http.stream(
+                "GET", "/events", timeout=timeout, headers=headers
+            ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(response)

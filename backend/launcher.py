@@ -63,7 +63,7 @@ class Launcher:
         pool = self.settings.pool
         session = record.session
         spec = self.spec(record, template)
-        on_phase = _phase_setter(session)
+        on_phase = self.phase_setter(session)
         last: PodwardenError | None = None
         for attempt in range(1, pool.start_attempts + 1):
             try:
@@ -87,12 +87,11 @@ class Launcher:
             delay = pool.start_backoff * 2 ** (attempt - 1)
             self.metrics.start_retries += 1
             session.phase = f"retrying in {delay:g}s (attempt {attempt + 1})"
-            self.bus.publish(
+            self.bus.publish_session(
                 EventKind.START_RETRY,
                 f"{session.session_id} start attempt {attempt} failed: {last.message}; "
                 f"retrying in {delay:g}s",
-                session_id=session.session_id,
-                user=session.user,
+                session,
                 attempt=attempt,
             )
             await asyncio.sleep(delay)
@@ -107,7 +106,7 @@ class Launcher:
         spec = self.spec(record, template)
         try:
             session.handle = await self.runtime.wait_ready(
-                session.handle, spec, template.ready_timeout, _phase_setter(session)
+                session.handle, spec, template.ready_timeout, self.phase_setter(session)
             )
             return
         except (StartError, RuntimeUnavailable):
@@ -123,7 +122,7 @@ class Launcher:
         spec = self.spec(record, template)
         try:
             session.handle = await self.runtime.wait_ready(
-                session.handle, spec, template.ready_timeout, _phase_setter(session)
+                session.handle, spec, template.ready_timeout, self.phase_setter(session)
             )
         except asyncio.CancelledError:
             raise
@@ -168,21 +167,19 @@ class Launcher:
         record.tunnel = tunnel
         session.tunnel = tunnel.info
         session.listening = tunnel.is_listening
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.TUNNEL_OPENED,
             f"{session.session_id} tunnel {tunnel.info.address} -> "
             f"{tunnel.info.target_host}:{tunnel.info.target_port}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             port=record.port,
         )
         if record.port != wanted:
-            self.bus.publish(
+            self.bus.publish_session(
                 EventKind.TUNNEL_MOVED,
                 f"{session.session_id} tunnel moved from port {wanted} to {record.port} "
                 f"(port {wanted} is taken by another process): clients must use the new port",
-                session_id=session.session_id,
-                user=session.user,
+                session,
                 old_port=wanted,
                 new_port=record.port,
             )
@@ -192,12 +189,28 @@ class Launcher:
         if tunnel is None:
             return
         await tunnel.close()
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.TUNNEL_CLOSED,
             f"{record.session_id} tunnel {tunnel.info.address} closed",
-            session_id=record.session_id,
-            user=record.session.user,
+            record.session,
         )
+
+    def set_phase(self, session: Session, phase: str) -> None:
+        """Say what a starting session does now; a change is a ``phase`` event."""
+        if phase == session.phase:
+            return
+        session.phase = phase
+        self.bus.publish_session(
+            EventKind.PHASE, f"{session.session_id}: {phase}", session, phase=phase
+        )
+
+    def phase_setter(self, session: Session) -> Callable[[str], None]:
+        """The ``on_phase`` callback a runtime reports the session's start through."""
+
+        def on_phase(phase: str) -> None:
+            self.set_phase(session, phase)
+
+        return on_phase
 
     def release_port(self, record: SessionRecord) -> None:
         port, record.port = record.port, None
@@ -211,10 +224,3 @@ def credential_env(credentials: dict[str, str]) -> dict[str, str]:
     if not credentials:
         return {}
     return {**credentials, "PODWARDEN_CREDENTIALS": ",".join(sorted(credentials))}
-
-
-def _phase_setter(session: Session) -> Callable[[str], None]:
-    def on_phase(phase: str) -> None:
-        session.phase = phase
-
-    return on_phase

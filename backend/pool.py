@@ -304,11 +304,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         new = not record.announced
         record.announced = True
         self.metrics.acquires["reused"] += 1
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.REUSED,
             f"{session.user} reused {session.session_id}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             use_count=session.use_count,
         )
         return AcquireResult(session, new, (time.perf_counter() - started) * 1000)
@@ -434,11 +433,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         if record.primary:
             self._primary[key] = record
         self.metrics.acquires["new"] += 1
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.CREATED,
             f"{user} gets new session {session_id} ({template.name})",
-            session_id=session_id,
-            user=user,
+            session,
             template=template.name,
         )
         self._save(record)
@@ -486,7 +484,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             else:
                 await self._launcher.start(record, template)
             if victim is not None:
-                session.phase = "waiting for evicted session's cleanup"
+                self._launcher.set_phase(session, "waiting for evicted session's cleanup")
                 victim_record = self._records.get(victim.session_id)
                 if victim_record is not None and victim_record.stop_task is not None:
                     await asyncio.shield(victim_record.stop_task)
@@ -516,11 +514,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         self.capacity.lru_add(session)
         elapsed = time.monotonic() - started
         self.metrics.start_seconds.observe(elapsed)
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.READY,
             f"{session.session_id} ready in {elapsed:.2f}s",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             took_s=round(elapsed, 3),
         )
         if how == "replace":
@@ -542,11 +539,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         record.credentials = {}
         self.metrics.start_failures += 1
         self.metrics.acquires["failed"] += 1
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.FAILED,
             f"{session.session_id} failed: {error.message}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             reason=error.message,
         )
         self._save(record)

@@ -150,11 +150,10 @@ class PolicyVerbs:
         session.pinned = True
         self.metrics.pins["pinned"] += 1
         self._save(record)
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.PINNED,
             f"{session_id} pinned: safe from eviction, idle culling and max age",
-            session_id=session_id,
-            user=session.user,
+            session,
         )
         return session
 
@@ -167,9 +166,7 @@ class PolicyVerbs:
         session.pinned = False
         self.metrics.pins["unpinned"] += 1
         self._save(record)
-        self.bus.publish(
-            EventKind.UNPINNED, f"{session_id} unpinned", session_id=session_id, user=session.user
-        )
+        self.bus.publish_session(EventKind.UNPINNED, f"{session_id} unpinned", session)
         self.capacity.serve()  # a waiter may now evict it
         return session
 
@@ -275,10 +272,10 @@ class PolicyVerbs:
         self.capacity.add_standby(session)
         self.metrics.standby["refilled"] += 1
         have = len(self.standby_sessions(template.name))
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.STANDBY_REFILLED,
             f"standby {session_id} starting ({have}/{template.standby} of {template.name})",
-            session_id=session_id,
+            session,
             template=template.name,
         )
         self._save(record)
@@ -372,12 +369,11 @@ class PolicyVerbs:
         self.metrics.standby["claimed"] += 1
         self.metrics.acquires["new"] += 1
         took = (time.perf_counter() - started) * 1000
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.STANDBY_CLAIMED,
             f"{user} gets new session {new_id} ({template.name}), claimed from standby "
             f"{old_id} in {took:.1f} ms",
-            session_id=new_id,
-            user=user,
+            session,
             template=template.name,
             standby_id=old_id,
         )

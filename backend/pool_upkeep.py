@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from backend.cleanup import WorkloadStopper
+from backend.cleanup import StopOutcome, WorkloadStopper
 from backend.config import Settings
 from backend.errors import RuntimeUnavailable, StartError
 from backend.events import EventBus, EventKind
@@ -132,8 +132,7 @@ class UpkeepVerbs:
         session.transition(SessionState.TERMINATING)
         session.phase = "terminating"
         if kind is not None:
-            sid = session.session_id
-            self.bus.publish(kind, f"{sid}: {reason}", session_id=sid, user=session.user)
+            self.bus.publish_session(kind, f"{session.session_id}: {reason}", session)
         self._save(record)
         record.stop_task = self._spawn(self._terminate(record, reason), f"stop {record.key}")
         if was_live:
@@ -149,20 +148,26 @@ class UpkeepVerbs:
             await asyncio.gather(flight.task, return_exceptions=True)
         await self._launcher.close_tunnel(record)
         handle, session.handle = session.handle, None
-        outcome = await self.stopper.stop(
+
+        def ended(outcome: StopOutcome) -> dict[str, Any]:
+            # Before the cleanup event is published: it carries the ended session.
+            self._launcher.release_port(record)
+            record.credentials = {}
+            session.transition(SessionState.TERMINATED)
+            self.metrics.terminations += 1
+            session.cleanup = outcome.describe()
+            session.phase = "terminated"
+            return {"session": session.to_dict()}
+
+        await self.stopper.stop(
             handle,
             session_id=session.session_id,
             user=session.user,
             why=reason,
             verified_kind=EventKind.CLEANUP_VERIFIED,
             started=started,
+            finish=ended,
         )
-        self._launcher.release_port(record)
-        record.credentials = {}
-        session.transition(SessionState.TERMINATED)
-        self.metrics.terminations += 1
-        session.cleanup = outcome.describe()
-        session.phase = "terminated"
         if self.store is not None:
             self.store.delete(session.session_id)
         record.stop_task = None
@@ -220,11 +225,10 @@ class UpkeepVerbs:
             self.metrics.liveness["ok"] += 1
             return True
         self.metrics.liveness["failed"] += 1
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.LIVENESS_FAILED,
             f"{session.session_id} failed its liveness check: {detail}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             reason=detail,
         )
         self.mark_lost(session, f"liveness check failed: {detail}")
@@ -234,11 +238,10 @@ class UpkeepVerbs:
         record = self._records.get(session_id)
         if record is None or record.session.state not in REUSABLE:
             return
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.REFRESH_FAILED,
             f"{session_id} workload lost: {reason}",
-            session_id=session_id,
-            user=record.session.user,
+            record.session,
             reason=reason,
         )
         self.mark_lost(record.session, reason)
@@ -260,7 +263,7 @@ class UpkeepVerbs:
                 self.mark_lost(session, reason)
                 return
             session.transition(SessionState.STARTING)
-            session.phase = "waiting for a replacement pod"
+            self._launcher.set_phase(session, "waiting for a replacement pod")
             self.capacity.lru_remove(session)
             self._begin_flight(record, template, "replace")
             return
@@ -276,14 +279,12 @@ class UpkeepVerbs:
         new_pod = session.pod
         if not new_pod or new_pod == old_pod:
             return
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.POD_REPLACED,
             f"{session.session_id}: pod {old_pod} replaced by {new_pod}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             old_pod=old_pod,
             new_pod=new_pod,
-            session=session.to_dict(),
         )
 
     def mark_lost(self, session: Session, reason: str) -> None:
@@ -316,11 +317,10 @@ class UpkeepVerbs:
             )
         self.capacity.lru_remove(session)
         self.metrics.recycles += 1
-        self.bus.publish(
+        self.bus.publish_session(
             EventKind.RECYCLED,
             f"{session.session_id} recycled: {reason}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             reason=reason,
         )
         self._begin_flight(record, template, "recycle")
@@ -345,6 +345,9 @@ class UpkeepVerbs:
         if record is None or session.state is not SessionState.READY or session.handle is None:
             return False
         session.transition(SessionState.REFRESHING)
+        self.bus.publish_session(
+            EventKind.REFRESH_STARTED, f"{session.session_id} refreshing", session
+        )
         return True
 
     def finish_refresh(self, session: Session, ok: bool | None, detail: str = "") -> None:

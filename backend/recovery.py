@@ -90,12 +90,11 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
             credential_names=row.credential_names if row else (),
         )
         pool.apply_policy(session)
-        pool.bus.publish(
+        pool.bus.publish_session(
             EventKind.ADOPTED,
             f"{'standby ' if session.standby else ''}{session.session_id} re-adopted after "
             f"restart ({session.state.value})",
-            session_id=session.session_id,
-            user=session.user,
+            session,
         )
         report.adopted.append(session.session_id)
         adopted.append((session, port))
@@ -107,14 +106,12 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         if session_id in owned_ids:
             continue
         if row.state in (SessionState.STARTING, SessionState.READY, SessionState.REFRESHING):
-            pool.mark_vanished(
-                _session_from_row(row), "its workload vanished while podwarden was not running"
-            )
-            pool.bus.publish(
+            gone = _session_from_row(row)
+            pool.mark_vanished(gone, "its workload vanished while podwarden was not running")
+            pool.bus.publish_session(
                 EventKind.VANISHED,
                 f"{session_id}: workload vanished while podwarden was down",
-                session_id=session_id,
-                user=row.user,
+                gone,
             )
             report.vanished.append(session_id)
         if pool.store is not None:

@@ -116,11 +116,10 @@ class Refresher:
                 # The runtime cannot be asked (cluster API down): that says nothing about
                 # the workload, so do not count it against the session.
                 pool.finish_refresh(session, None)
-                pool.bus.publish(
+                pool.bus.publish_session(
                     EventKind.REFRESH_FAILED,
                     f"{session.session_id} not refreshed: {e.message}",
-                    session_id=session.session_id,
-                    user=session.user,
+                    session,
                     reason=e.message,
                     runtime_unavailable=True,
                 )
@@ -143,19 +142,15 @@ class Refresher:
         if ok:
             pool.finish_refresh(session, True)
             pool.metrics.refreshes["ok"] += 1
-            pool.bus.publish(
-                EventKind.REFRESH_OK,
-                f"{session.session_id} refreshed",
-                session_id=session.session_id,
-                user=session.user,
+            pool.bus.publish_session(
+                EventKind.REFRESH_OK, f"{session.session_id} refreshed", session
             )
             return True
         pool.metrics.refreshes["failed"] += 1
-        pool.bus.publish(
+        pool.bus.publish_session(
             EventKind.REFRESH_FAILED,
             f"{session.session_id} failed its refresh: {detail}",
-            session_id=session.session_id,
-            user=session.user,
+            session,
             reason=detail,
         )
         pool.finish_refresh(session, False, detail)

@@ -168,9 +168,15 @@ class Backend:
 
     async def _persist_events(self) -> None:
         # Not log lines, and not reuses: at thousands per second they would push every
-        # eviction and failure out of the store's last 2,000 events within a second.
+        # eviction and failure out of the store's last 2,000 events within a second;
+        # nor the steps of a start or refresh, which the events that end them sum up.
         assert self.store is not None
-        kinds = set(EventKind) - {EventKind.LOG, EventKind.REUSED}
+        kinds = set(EventKind) - {
+            EventKind.LOG,
+            EventKind.REUSED,
+            EventKind.PHASE,
+            EventKind.REFRESH_STARTED,
+        }
         with self.bus.subscribe(maxsize=10000, kinds=kinds) as sub:
             async for event in sub:
                 self.store.add_event(event)
@@ -209,11 +215,8 @@ class Backend:
                 sid not in owned_ids
             ):
                 ghosts.append(sid)
-                self.bus.publish(
-                    EventKind.VANISHED,
-                    f"{sid}: its workload is gone from the runtime",
-                    session_id=sid,
-                    user=session.user,
+                self.bus.publish_session(
+                    EventKind.VANISHED, f"{sid}: its workload is gone from the runtime", session
                 )
                 self.pool.mark_lost(session, "workload vanished from the runtime")
         self.ghosts = ghosts

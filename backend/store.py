@@ -295,14 +295,18 @@ class Store:
         self._submit(op)
 
     def add_event(self, event: Event) -> None:
-        """Queue an event row; old rows beyond the last 2000 are pruned now and then."""
+        """Queue an event row; old rows beyond the last 2000 are pruned now and then.
+
+        The session document an event carries (``data["session"]``, for live front
+        ends) is not kept: the sessions table holds the session."""
+        data = {k: v for k, v in event.data.items() if k != "session"}
         row = (
             event.ts,
             event.kind.value,
             event.session_id,
             event.user,
             event.message,
-            json.dumps(event.data, default=str),
+            json.dumps(data, default=str),
         )
         self._events_written += 1
         prune = self._events_written % 200 == 0

@@ -21,6 +21,7 @@ from textual.notifications import SeverityLevel
 
 from backend.client import PodwardenClient
 from tui.commands import CommandsMixin
+from tui.format import duration
 from tui.model import PoolView
 from tui.palette import ConsoleCommands
 from tui.screens.filter import FilterScreen
@@ -136,12 +137,7 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
     def _tick(self) -> None:
         if self.paused or self.main is None:
             return
-        now = self.clock()
-        self.main.tick(now)
-        starting = self.view.starting()
-        if starting:
-            self._dirty.update(starting)
-            self.request_sync()
+        self.main.tick(self.clock())
 
     def _resync(self) -> None:
         if not self.paused:
@@ -164,17 +160,37 @@ class PodwardenApp(CommandsMixin, SyncMixin, App[int]):
         await self.stop_backend()
 
     def set_link(self, state: str, detail: str = "") -> None:
-        """Record and show the link state; a newly lost link is said once, in the log."""
-        if state == "connecting" and self.link == "stale":
+        """Record and show the link state; a newly lost link is said once, in the log,
+        and so is its return ("reconnected after 12s") and a refused token."""
+        if state == "connecting" and self.link in ("stale", "auth"):
             return  # retrying a lost link: it stays STALE, counting from the loss
+        if self.link == "auth" and state == "stale":
+            return  # a refused token stays the reason shown
         previous, self.link = self.link, state
         main = self.main
-        if main is not None and state != previous:
-            main.status.link = state
-            main.status.link_since = self.clock()
-        if state == "stale" and previous != "stale" and main is not None:
-            main.log_panel.add_error("Link lost", detail or "no answer", self.clock())
+        if main is None or state == previous:
+            return
+        now = self.clock()
+        lost_at = main.status.link_since
+        main.status.link = state
+        main.status.link_since = now
+        main.status.note = ""
+        main.table.stale = state in ("stale", "auth")
+        main.show_detail()
+        if state == "stale":
+            main.log_panel.add_error("Link lost", detail or "no answer", now)
             self.notify(detail or "no answer", title="Link lost", severity="warning", markup=False)
+        elif state == "auth":
+            main.status.runtime = "not connected"
+            main.status.note = "check the token: --token-file / PODWARDEN_TOKEN"
+            main.log_panel.add_error("Authentication failed", detail, now)
+            self.notify(
+                detail, title="Authentication failed", severity="error", timeout=30, markup=False
+            )
+        elif state == "live" and previous == "stale" and lost_at is not None:
+            note = f"reconnected after {duration(now - lost_at)}"
+            main.status.note, main.status.note_until = note, now + 30
+            main.log_panel.add_events([{"ts": now, "kind": "link", "message": note}])
 
     def notify(
         self,

@@ -28,7 +28,7 @@ from tui.screens.evict import EvictScreen
 from tui.screens.new_session import NewSessionRequest, NewSessionScreen
 from tui.screens.orphans import OrphansScreen
 from tui.settings import TuiSettings
-from tui.sync import _reason
+from tui.sync import _reason, auth_failure, is_auth_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -311,7 +311,10 @@ class CommandsMixin(_AppBase):
         code = getattr(error, "code", "")
         message = _reason(error) if error is not None else "failed"
         if worker.group in ("events", "sync"):
-            self.set_link("stale", message)
+            if error is not None and is_auth_failure(error):
+                self.set_link("auth", auth_failure(self.client.address, error))
+            else:
+                self.set_link("stale", message)
             return
         if worker.group == "startup":
             self.exit(1, message=f"podwarden: cannot start: {message}")

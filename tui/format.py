@@ -31,6 +31,7 @@ __all__ = [
     "percent",
     "ref_text",
     "size",
+    "stale_cell",
     "state_text",
     "state_word",
     "tunnel_text",
@@ -126,9 +127,9 @@ def state_text(session: dict[str, Any], now: float, width: int = 14) -> Text:
     return Text(clip(f"{symbol} {word}", width), style=STATE_STYLE.get(state, ""))
 
 
-def tunnel_text(session: dict[str, Any], width: int = 26) -> Text:
+def tunnel_text(session: dict[str, Any], width: int = 26, stale: bool = False) -> Text:
     """``127.0.0.1:43981 -> :3000 ✓`` in 26 cells, ``:43981 -> :3000 ✓`` in 17, else
-    ``:43981 ✓``; ✗ when the tunnel is not listening.
+    ``:43981 ✓``; ✗ when the tunnel is not listening, ? when nobody can tell (``stale``).
 
     Only live sessions have a tunnel; ``listening`` is trusted when the backend reports
     it, else a ready session's tunnel counts as open.
@@ -141,11 +142,29 @@ def tunnel_text(session: dict[str, Any], width: int = 26) -> Text:
     if listening is None:
         listening = state in ("ready", "refreshing")
     mark, style = ("✓", "") if listening else ("✗", "red")
+    if stale:
+        mark, style = "?", "dim"
     port, target = f":{tunnel['port']}", f" -> :{tunnel['target_port']}"
     for text in (f"{tunnel['host']}{port}{target} {mark}", f"{port}{target} {mark}"):
         if len(text) <= width:
             return Text(text, style=style)
     return Text(clip(f"{port} {mark}", width), style=style)
+
+
+UNKNOWN = "? unknown"
+"""The state cell of a live session while the link is down."""
+
+
+def stale_cell(key: str, session: dict[str, Any], cell: Text, width: int) -> Text:
+    """``cell`` of column ``key`` as shown while the link is down: dimmed; a session
+    that may have changed since reads ``? unknown`` and its tunnel has no ✓."""
+    state = session.get("state")
+    if key == "state" and state not in DEAD_STATES:
+        return Text(clip(UNKNOWN, width), style="dim")
+    if key == "tunnel":
+        return tunnel_text(session, width, stale=True)
+    cell.stylize("dim")
+    return cell
 
 
 def ref_text(session: dict[str, Any]) -> str:

@@ -190,10 +190,6 @@ class PoolView:
             if s.get("state") in LIVE_STATES and not s.get("standby")
         )
 
-    def starting(self) -> list[str]:
-        """Ids of sessions that are starting (their phase changes without events)."""
-        return [sid for sid, s in self.sessions.items() if s.get("state") == "starting"]
-
     def ordered(self, sort: str, reverse: bool, flt: Filter) -> list[str]:
         """Ids matching ``flt`` in the order of ``sort``."""
         ids = [sid for sid, s in self.sessions.items() if flt.matches(s)]

@@ -166,7 +166,12 @@ async def test_a_tunnel_that_comes_back_on_another_port_says_so(settings: Settin
         again = second.pool.get(session.session_id)
         assert again.tunnel is not None and again.tunnel.port != old_port
         assert event is not None and event.session_id == session.session_id
-        assert event.data == {"old_port": old_port, "new_port": again.tunnel.port}
+        moved_to = again.tunnel.port
+        assert {k: event.data[k] for k in ("old_port", "new_port")} == {
+            "old_port": old_port,
+            "new_port": moved_to,
+        }
+        assert event.data["session"]["tunnel"]["port"] == moved_to
         assert f"from port {old_port} to {again.tunnel.port}" in event.message
     finally:
         await second.stop(stop_sessions=True)

@@ -264,11 +264,11 @@ class FlakyClient:
 
         return call
 
-    async def events(self) -> Any:
+    async def events(self, after: str | None = None) -> Any:
         self._check()
         self.connects += 1
         self.connected.set()
-        async for event in self.inner.events():
+        async for event in self.inner.events(after):
             if self.down:
                 self.lost.set()
                 self._check()

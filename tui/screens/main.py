@@ -126,6 +126,10 @@ class MainScreen(Screen[None]):
         self.table.tick(self.papp.view, now)
         self._show_detail(now)
 
+    def show_detail(self) -> None:
+        """Redraw the detail pane (the link changed: what it says may no longer hold)."""
+        self._show_detail(self.papp.clock())
+
     def _show_detail(self, now: float) -> None:
         view = self.papp.view
         sid = self.table.selected_id
@@ -133,6 +137,8 @@ class MainScreen(Screen[None]):
         events = view.session_events.get(sid, ()) if sid else ()
         if session is not None and sid == view.health.get("next_eviction"):
             session = {**session, "next_eviction": True}
+        if session is not None and self.papp.link in ("stale", "auth"):
+            session = {**session, "stale": True}
         self.detail.show(session, events, now)
 
     def _titles(self) -> None:

@@ -18,10 +18,12 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from tui.format import (
+    DEAD_STATES,
     LIVE_STATES,
     PIN_SYMBOL,
     STATE_STYLE,
     STATE_SYMBOL,
+    UNKNOWN,
     clock_time,
     duration,
     idle_since,
@@ -113,9 +115,14 @@ class DetailPane(VerticalScroll):
         else:
             t.append(f"user {s['user']} · template {s['template']}\n")
         t.append("state ")
-        t.append(
-            f"{STATE_SYMBOL.get(state, '?')} {state_word(state)}", style=STATE_STYLE.get(state, "")
-        )
+        if s.get("stale") and state not in DEAD_STATES:
+            # The link is down: what the console last heard may no longer be true.
+            t.append(f"{UNKNOWN} (last heard: {state_word(state)})", style="dim")
+        else:
+            t.append(
+                f"{STATE_SYMBOL.get(state, '?')} {state_word(state)}",
+                style=STATE_STYLE.get(state, ""),
+            )
         if state == "starting":
             t.append(f" · {s.get('phase')} for {duration(now - s['created_at'])}")
         if s.get("pinned"):

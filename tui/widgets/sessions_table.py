@@ -10,6 +10,9 @@ goes, below 107 pid/pod and the tunnel's target, below 86 uses (so at 80 the CUL
 column fits), then idle, age and cull. When the backend reports resource figures the
 CPU/MEM column joins from 100 columns up (``RESOURCE_LAYOUTS``), taking the room of USES
 and the tunnel's host and target first.
+
+While the link is down (``stale``) every row is dimmed, no live session claims a state
+(``? unknown``) and no tunnel a ✓: what the table last heard may no longer be true.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tui.columns import (
     Column,
     IdCell,
 )
+from tui.format import stale_cell
 from tui.model import DEFAULT_SORT, Filter, PoolView, sort_key
 
 __all__ = ["SessionsTable"]
@@ -63,6 +67,8 @@ class SessionsTable(DataTable[Text]):
     """The column sorted by (see ``tui.model.SORTS``)."""
     sort_reverse: reactive[bool] = reactive(DEFAULT_SORT[1])
     """Sort descending."""
+    stale: reactive[bool] = reactive(False)
+    """The link is down: rows dimmed, live states ``? unknown``, tunnels without ✓."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=1, **kwargs)
@@ -130,6 +136,14 @@ class SessionsTable(DataTable[Text]):
             self._add(sid, view.sessions[sid], now)
         self._select(keep)
 
+    def watch_stale(self, stale: bool) -> None:
+        if self._view is not None:
+            self.rebuild(self._view, self._now)
+
+    def _cell(self, col: Column, session: dict[str, Any], now: float) -> Text:
+        cell = col.render(session, now, self._widths[col.key])
+        return stale_cell(col.key, session, cell, self._widths[col.key]) if self.stale else cell
+
     def _label(self, col: Column) -> Text:
         if col.key == self.sort_by:
             return Text(f"{col.label}{'▼' if self.sort_reverse else '▲'}", style="bold")
@@ -143,7 +157,7 @@ class SessionsTable(DataTable[Text]):
         # Of the clock-driven cells, the state cell only ticks while a session starts.
         starting = session.get("state") == "starting"
         return {
-            c.key: c.render(session, now, self._widths[c.key])
+            c.key: self._cell(c, session, now)
             for c in self._columns
             if not only_ticking or (c.ticking and (starting or c.key != "state"))
         }
@@ -153,7 +167,7 @@ class SessionsTable(DataTable[Text]):
     ) -> dict[str, Text]:
         """Cells of the columns whose source fields differ between two documents."""
         return {
-            c.key: c.render(new, now, self._widths[c.key])
+            c.key: self._cell(c, new, now)
             for c in self._columns
             if any(old.get(f) != new.get(f) for f in c.fields)
         }
@@ -183,15 +197,17 @@ class SessionsTable(DataTable[Text]):
         }
 
     def _write(self, updates: list[tuple[str, str, Text]]) -> None:
-        """Put changed cells into the table; redraw only if one of them is on screen.
+        """Put changed cells into the table and repaint just their rows, if on screen.
 
-        ``update_cell`` refreshes the widget on every call, and any change makes
-        Textual re-render every visible line (its caches are keyed by a table-wide
-        update count). So cells are stored directly (``_data`` and ``_update_count``,
-        exactly what ``update_cell`` sets), the count is bumped once, and only when a
-        changed row is visible; changed rows off screen are remembered and redrawn
-        when scrolled into view (``watch_scroll_y``). Falls back to ``update_cell``
-        should a Textual release rename those attributes.
+        ``update_cell`` refreshes the widget on every call, and any change through it
+        makes Textual re-render every visible line (its render caches are keyed by a
+        table-wide update count): some 30 ms for a screenful of rows, for one changed
+        cell. So cells are stored directly (``_data``, what ``update_cell`` sets), and
+        a changed row on screen has its own cache entries dropped and its region
+        refreshed (``_repaint_rows``); the other lines stay cached. Changed rows off
+        screen are remembered and redrawn when scrolled into view (``watch_scroll_y``).
+        Falls back to ``update_cell`` / a full redraw should a Textual release rename
+        those attributes.
         """
         if not updates:
             return
@@ -203,10 +219,37 @@ class SessionsTable(DataTable[Text]):
         for sid, key, cell in updates:
             data[RowKey(sid)][ColumnKey(key)] = cell
         changed = {sid for sid, _, _ in updates}
-        if changed & self._visible_ids():
+        visible = changed & self._visible_ids()
+        self._offscreen |= changed - visible
+        if visible and not self._repaint_rows(visible):
             self._redraw()
-        else:
-            self._offscreen |= changed
+
+    def _repaint_rows(self, sids: set[str]) -> bool:
+        """Drop the render caches of rows ``sids`` (on screen) and refresh their lines.
+
+        Textual's DataTable keys its caches (8.x): cells and row lines by row key
+        first, screen lines by virtual line first, row renderables by (update count,
+        row index). False, and nothing done, when they are not there as expected.
+        """
+        try:
+            by_row: tuple[Any, ...] = (self._cell_render_cache, self._row_render_cache)
+            lines: Any = self._line_cache
+            renderables: Any = self._row_renderable_cache
+        except AttributeError:
+            return False
+        keys = {RowKey(sid) for sid in sids}
+        indexes = [self.get_row_index(sid) for sid in sids]
+        header = self.header_height if self.show_header else 0
+        ys = {index + header for index in indexes}  # every row is one line high
+        for cache in by_row:
+            for row_key in [k for k in cache.keys() if k[0] in keys]:
+                cache.discard(row_key)
+        for line_key in [k for k in lines.keys() if k[0] in ys]:
+            lines.discard(line_key)
+        for index in indexes:
+            renderables.discard((self._update_count, index))
+            self.refresh_row(index)
+        return True
 
     def _redraw(self) -> None:
         self._offscreen.clear()

@@ -1,8 +1,9 @@
 """The header line: which runtime, which API, whether the data is live, and since when.
 
 One line, because at 80x24 every line is a table row. Each state is a word; colour
-only repeats it, so a stale link reads ``STALE`` in NO_COLOR too, and orphaned
-workloads read ``⚠ 2 orphans``, and a drained pool ``⊘ DRAINING``.
+only repeats it, so a stale link reads ``STALE`` in NO_COLOR too, a refused token
+``AUTH FAILED`` with what to check, a link back ``reconnected after 12s`` for a while,
+orphaned workloads read ``⚠ 2 orphans`` and a drained pool ``⊘ DRAINING``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _LINK = {
     "live": ("● LIVE", "green"),
     "connecting": ("◌ CONNECTING", "yellow"),
     "stale": ("○ STALE", "bold reverse red"),
+    "auth": ("✗ AUTH FAILED", "bold reverse red"),
 }
 
 
@@ -45,9 +47,13 @@ class StatusBar(Widget):
     api_address: reactive[str] = reactive("")
     """Where the HTTP API listens (embedded) or which URL we talk to (remote)."""
     link: reactive[str] = reactive("connecting")
-    """``embedded``, ``live``, ``connecting`` or ``stale``."""
+    """``embedded``, ``live``, ``connecting``, ``stale`` or ``auth`` (token refused)."""
     link_since: reactive[float | None] = reactive(None)
     """When the link entered its state (for ``STALE 12s``)."""
+    note: reactive[str] = reactive("")
+    """Said after the link state: ``reconnected after 12s``, what to check."""
+    note_until: reactive[float | None] = reactive(None)
+    """When the note goes (None: it stays until the link changes)."""
     last_update: reactive[float | None] = reactive(None)
     """When the pool was last read successfully."""
     status: reactive[str] = reactive("")
@@ -92,6 +98,8 @@ class StatusBar(Widget):
             parts.append(f"API {self.api_address}")
         line.append("│ " + " │ ".join(parts) + " │ ")
         line.append(word, style=style)
+        if self.note and (self.note_until is None or self.now < self.note_until):
+            line.append(f" {self.note}", style="bold" if self.link == "auth" else "")
         for text, tag_style in tags:
             line.append(" ")
             line.append(text, style=tag_style)
