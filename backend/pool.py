@@ -231,6 +231,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         reuse: bool = True,
         wait: bool = True,
         credentials: dict[str, str] | None = None,
+        requires: dict[str, str] | None = None,
     ) -> AcquireResult:
         """The user's ready session for ``template`` and whether it was newly started.
 
@@ -240,13 +241,16 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         one is started and this returns once it is ready. With ``wait`` False it returns
         at once with a session that is starting, or raises ``CapacityError`` when it
         would have to wait for room. Raises ``InvalidRequest``, ``QuotaExceeded``,
-        ``CapacityError`` or ``StartError``.
+        ``CapacityError`` or ``StartError``. ``requires``: target labels a new session's
+        target must carry (a reuse hands back the user's session wherever it runs); a
+        label no target has is an ``InvalidRequest`` (422) naming it.
         """
         started = time.perf_counter()
         self._check_running()
         validate_user(user)
         tpl = self.template(template)
         creds = check_credentials(credentials, tpl)
+        labels = self._check_requirements(tpl, requires)
         key = (user, tpl.name)
         if reuse:
             for look in range(2):  # again after a failed check changed the session
@@ -267,8 +271,25 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
                 return await self._join(flight, wait, started)
         if self.drain.active:
             raise self.refuse_new(user)
-        flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait)
+        flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait, requires=labels)
         return await self._join(flight, wait, started)
+
+    def _check_requirements(
+        self, template: Template, requires: dict[str, str] | None
+    ) -> dict[str, str]:
+        """The request's label requirements, checked against what the targets carry."""
+        labels = dict(requires or {})
+        check = getattr(self.runtime, "check_requirements", None)
+        if check is not None:
+            check(template, labels)
+        elif labels:
+            key, value = sorted(labels.items())[0]
+            raise InvalidRequest(
+                f"requires.{key}",
+                f"no target has the label {key}={value} (the {self.runtime.name} runtime "
+                'has no targets; labels need runtime.kind = "multi")',
+            )
+        return labels
 
     def reuse_at_once(
         self,
@@ -358,11 +379,12 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         *,
         primary: bool,
         wait: bool,
+        requires: dict[str, str] | None = None,
     ) -> Flight:
         flight = Flight(key, asyncio.get_running_loop().create_future())
         if wait:
             flight.task = self._spawn(
-                self._create(flight, template, credentials, primary),
+                self._create(flight, template, credentials, primary, requires or {}),
                 f"create {key[0]}/{key[1]}",
             )
         else:
@@ -371,7 +393,9 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             except CapacityError as e:
                 self._refused(key[0], e)
                 raise
-            record = self._new_record(key[0], template, credentials, primary=primary)
+            record = self._new_record(
+                key[0], template, credentials, primary=primary, requires=requires
+            )
             flight.record, record.flight = record, flight
             flight.task = self._spawn(self._start(record, template, victim), f"start {key}")
         flight.task.add_done_callback(lambda _: self._end_flight(flight, self._withdrawn()))
@@ -389,14 +413,21 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         return task
 
     async def _create(
-        self, flight: Flight, template: Template, credentials: dict[str, str], primary: bool
+        self,
+        flight: Flight,
+        template: Template,
+        credentials: dict[str, str],
+        primary: bool,
+        requires: dict[str, str],
     ) -> None:
         user = flight.key[0]
         try:
-            if await self.claim_standby(flight, template, credentials, primary):
+            if not requires and await self.claim_standby(flight, template, credentials, primary):
                 return
             victim = await self.capacity.reserve(user)
-            record = self._new_record(user, template, credentials, primary=primary)
+            record = self._new_record(
+                user, template, credentials, primary=primary, requires=requires
+            )
         except CapacityError as e:
             self._refused(user, e)
             self._end_flight(flight, e)
@@ -408,7 +439,13 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         await self._start(record, template, victim)
 
     def _new_record(
-        self, user: str, template: Template, credentials: dict[str, str], *, primary: bool
+        self,
+        user: str,
+        template: Template,
+        credentials: dict[str, str],
+        *,
+        primary: bool,
+        requires: dict[str, str] | None = None,
     ) -> SessionRecord:
         """Register a new starting session in the slot its caller reserved."""
         try:
@@ -429,6 +466,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             port=port,
             credentials=credentials,
             credential_names=tuple(sorted(credentials)),
+            requires=dict(requires or {}),
         )
         self._records[session_id] = record
         if record.primary:

@@ -72,6 +72,25 @@ Credentials = Annotated[
 ]
 
 
+LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+Labels = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=LABEL_PATTERN)],
+        Annotated[str, StringConstraints(max_length=63, pattern=NO_NUL_PATTERN)],
+    ],
+    Field(max_length=16),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": LABEL_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": 63, "pattern": NO_NUL_PATTERN},
+            "maxProperties": 16,
+        }
+    ),
+]
+"""Target labels a request requires (``zone``: ``east``)."""
+
+
 class AcquireRequest(BaseModel):
     """``POST /sessions``: the user's session for a template."""
 
@@ -94,6 +113,12 @@ class AcquireRequest(BaseModel):
         default=None,
         description="Environment variables for the workload (NAME: value). Never stored, "
         "logged or shown.",
+    )
+    requires: Labels | None = Field(
+        default=None,
+        description='Labels the target of a new session must carry (runtime.kind = "multi"), '
+        'e.g. {"zone": "east"}; a label no target has is refused (422 naming it). A reuse '
+        "hands back the user's session wherever it runs.",
     )
 
 

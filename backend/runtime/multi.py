@@ -1,0 +1,457 @@
+"""``MultiRuntime``: one ``Runtime`` over several targets (clusters, or this host).
+
+The pool sees one runtime; behind it each target has its own child runtime
+(``KubernetesRuntime`` per cluster, ``LocalRuntime`` for this host), and this module
+only decides *where* (``backend.placement``) and routes every later call to the child
+that holds the workload. Kubernetes stays the engine: a target is asked to run a
+session, it never has its pods scheduled by podwarden.
+
+- Every handle a child returns is tagged with ``extra["target"]`` (and the session id),
+  so stop, probe, keepalive, logs and tunnels go to the right child, also after a
+  restart: the handle is in the store, and ``list_owned`` asks every target.
+- A start the target itself refuses (quota exceeded, unschedulable, its API refusing) is
+  tried once more on another target, and an event says so.
+- Each target's health is checked every ``heartbeat_interval`` (an API round trip; the
+  local runtime is trivially healthy): ``healthy``, ``degraded`` (slow or erroring) or
+  ``lost`` (no contact for ``target_lost_after``). A lost target takes no new sessions
+  and its capacity leaves the pool's total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from backend.errors import InvalidRequest, PodwardenError, RuntimeUnavailable, StartError
+from backend.events import EventBus, EventKind
+from backend.models import WorkloadHandle
+from backend.placement import TargetView, choose, is_target_fault, missing_label
+from backend.runtime.base import (
+    CleanupReport,
+    OwnedWorkload,
+    PhaseCallback,
+    ProbeResult,
+    Runtime,
+    RuntimeHealth,
+    Tunnel,
+    WorkloadLostCallback,
+    WorkloadMovedCallback,
+    WorkloadSpec,
+)
+from backend.templates import Template
+
+__all__ = ["MultiRuntime", "Target", "TargetState"]
+
+log = logging.getLogger(__name__)
+
+TARGET_KEY = "target"
+SESSION_KEY = "target_session"
+
+
+class TargetState(str, Enum):
+    """How a target answers its heartbeats."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    """Slow (over ``degraded_latency``) or its last heartbeat failed."""
+    LOST = "lost"
+    """No successful heartbeat for ``target_lost_after``: takes no new sessions."""
+
+
+@dataclass
+class Target:
+    """One target: its child runtime, what runs there, and how it answers."""
+
+    name: str
+    runtime: Runtime
+    capacity: int
+    weight: float = 1.0
+    labels: dict[str, str] = field(default_factory=dict)
+    workdir_root: Path | None = None
+    """Local targets: where session working directories go (each target its own)."""
+    sessions: dict[str, str] = field(default_factory=dict)
+    """Session id -> user of every workload placed here (starting ones too)."""
+    state: TargetState = TargetState.HEALTHY
+    latency_s: float | None = None
+    last_contact: float | None = None
+    """Wall-clock time of the last successful heartbeat."""
+    last_error: str = ""
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+
+    def view(self) -> TargetView:
+        users: dict[str, int] = {}
+        for user in self.sessions.values():
+            if user:
+                users[user] = users.get(user, 0) + 1
+        return TargetView(
+            self.name,
+            self.capacity,
+            self.weight,
+            len(self.sessions),
+            self.labels,
+            users,
+            self.state is not TargetState.LOST,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runtime": self.runtime.describe(),
+            "state": self.state.value,
+            "active_sessions": len(self.sessions),
+            "max_sessions": self.capacity,
+            "weight": self.weight,
+            "labels": dict(self.labels),
+            "latency_ms": None if self.latency_s is None else round(self.latency_s * 1000, 3),
+            "last_contact": self.last_contact,
+            "last_error": self.last_error,
+        }
+
+
+def tag(handle: WorkloadHandle, target: str, session_id: str) -> WorkloadHandle:
+    """The child's handle with the target (and session) it belongs to."""
+    extra = dict(handle.extra)
+    extra[TARGET_KEY] = target
+    extra[SESSION_KEY] = session_id
+    return dataclasses.replace(handle, extra=extra)
+
+
+def untag(handle: WorkloadHandle) -> WorkloadHandle:
+    """The handle as the child made it."""
+    if TARGET_KEY not in handle.extra and SESSION_KEY not in handle.extra:
+        return handle
+    extra = {k: v for k, v in handle.extra.items() if k not in (TARGET_KEY, SESSION_KEY)}
+    return dataclasses.replace(handle, extra=extra)
+
+
+class MultiRuntime:
+    """The ``Runtime`` of a pool spread over several targets."""
+
+    name = "multi"
+
+    def __init__(
+        self,
+        targets: list[Target],
+        bus: EventBus | None = None,
+        *,
+        heartbeat_interval: float = 5.0,
+        degraded_latency: float = 1.0,
+        target_lost_after: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not targets:
+            raise ValueError("a MultiRuntime needs at least one target")
+        self.targets: dict[str, Target] = {t.name: t for t in targets}
+        self.bus = bus
+        self.heartbeat_interval = heartbeat_interval
+        self.degraded_latency = degraded_latency
+        self.target_lost_after = target_lost_after
+        self._clock = clock
+        self._placed: dict[str, str] = {}
+        """Session id -> target name."""
+        self._moved_once: set[str] = set()
+        """Sessions whose start was already moved once to another target."""
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.capacity_changed: Callable[[], None] | None = None
+        """Called when the capacity of the available targets changes (one lost or back)."""
+
+    # ------------------------------------------------------------------ describe
+    def describe(self) -> str:
+        parts = ", ".join(f"{t.name}: {t.runtime.describe()}" for t in self.targets.values())
+        return f"multi ({parts})"
+
+    @property
+    def available_capacity(self) -> int:
+        """Capacity of the targets that are not lost."""
+        return sum(t.capacity for t in self.targets.values() if t.state is not TargetState.LOST)
+
+    def target_of(self, session_id: str) -> str | None:
+        """The target a session's workload was placed on, when known."""
+        return self._placed.get(session_id)
+
+    # ------------------------------------------------------------------ callbacks
+    def set_workload_lost_callback(self, callback: WorkloadLostCallback) -> None:
+        for target in self.targets.values():
+            target.runtime.set_workload_lost_callback(callback)
+
+    def set_workload_moved_callback(self, callback: WorkloadMovedCallback) -> None:
+        for target in self.targets.values():
+            setter = getattr(target.runtime, "set_workload_moved_callback", None)
+            if setter is None:
+                continue
+
+            def moved(
+                sid: str, handle: WorkloadHandle | None, why: str, name: str = target.name
+            ) -> None:
+                callback(sid, tag(handle, name, sid) if handle is not None else None, why)
+
+            setter(moved)
+
+    # ------------------------------------------------------------------ placement
+    def check_requirements(self, template: Template, requires: Mapping[str, str]) -> None:
+        """Raise ``InvalidRequest`` (422) naming a required label no target carries."""
+        views = [t.view() for t in self.targets.values()]
+        allowed = set(template.targets)
+        if allowed:
+            views = [v for v in views if v.name in allowed]
+        for source, labels in (("requires", requires), ("template", template.requires)):
+            missing = missing_label(views, labels)
+            if missing is not None:
+                key, value = missing.split("=", 1)
+                field_name = f"requires.{key}" if source == "requires" else "template"
+                have = "; ".join(
+                    f"{v.name}: "
+                    + (", ".join(f"{k}={x}" for k, x in sorted(v.labels.items())) or "no labels")
+                    for v in views
+                )
+                raise InvalidRequest(
+                    field_name,
+                    f"no target has the label {key}={value}"
+                    + (f" (required by template {template.name!r})" if source == "template" else "")
+                    + f"; targets: {have}",
+                )
+
+    def _choose(self, spec: WorkloadSpec, exclude: set[str]) -> Target | None:
+        requires = {**spec.template.requires, **spec.requires}
+        name = choose(
+            [t.view() for t in self.targets.values()],
+            spec.user,
+            requires=requires,
+            allowed=spec.template.targets,
+            exclude=exclude,
+        )
+        return self.targets[name] if name is not None else None
+
+    def _no_room(self, spec: WorkloadSpec, exclude: set[str]) -> StartError:
+        states = ", ".join(
+            f"{t.name} {t.state.value} {len(t.sessions)}/{t.capacity}"
+            for t in self.targets.values()
+        )
+        what = "no target can take this session"
+        requires = {**spec.template.requires, **spec.requires}
+        if requires:
+            what += " (it requires " + ", ".join(f"{k}={v}" for k, v in requires.items()) + ")"
+        if exclude:
+            what += f"; refused by {', '.join(sorted(exclude))}"
+        return StartError(f"{what}: {states}", retryable=False)
+
+    def _reserve(self, target: Target, spec: WorkloadSpec) -> None:
+        old = self._placed.get(spec.session_id)
+        if old is not None and old != target.name:
+            self.targets[old].sessions.pop(spec.session_id, None)
+        target.sessions[spec.session_id] = spec.user
+        self._placed[spec.session_id] = target.name
+
+    def _release(self, session_id: str) -> None:
+        name = self._placed.pop(session_id, None)
+        if name is not None:
+            self.targets[name].sessions.pop(session_id, None)
+        self._moved_once.discard(session_id)
+
+    def _spec_for(self, target: Target, spec: WorkloadSpec) -> WorkloadSpec:
+        if target.workdir_root is None:
+            return spec
+        return dataclasses.replace(spec, workdir=target.workdir_root / spec.session_id)
+
+    def _route(self, handle: WorkloadHandle) -> Target:
+        name = handle.extra.get(TARGET_KEY)
+        if name is not None and name in self.targets:
+            return self.targets[name]
+        # A handle from before the pool was multi: the first target of its kind.
+        for target in self.targets.values():
+            if target.runtime.name == handle.runtime:
+                return target
+        raise RuntimeUnavailable(
+            f"workload {handle.ref} belongs to target {name!r}, which is not configured"
+        )
+
+    def _session_of(self, handle: WorkloadHandle) -> str:
+        return handle.extra.get(SESSION_KEY) or handle.ref
+
+    # ------------------------------------------------------------------ start
+    async def _start_on(
+        self, target: Target, spec: WorkloadSpec, on_phase: PhaseCallback
+    ) -> WorkloadHandle:
+        self._reserve(target, spec)
+        try:
+            handle = await target.runtime.start(self._spec_for(target, spec), on_phase)
+        except BaseException:
+            self._release_if(target, spec.session_id)
+            raise
+        return tag(handle, target.name, spec.session_id)
+
+    def _release_if(self, target: Target, session_id: str) -> None:
+        if self._placed.get(session_id) == target.name:
+            self._placed.pop(session_id, None)
+        target.sessions.pop(session_id, None)
+
+    def _announce_move(self, spec: WorkloadSpec, old: Target, new: Target, why: str) -> None:
+        self._moved_once.add(spec.session_id)
+        log.info("%s: %s refused the start (%s); trying %s", spec.session_id, old.name, why, new)
+        if self.bus is not None:
+            self.bus.publish(
+                EventKind.START_RETRY,
+                f"{spec.session_id}: target {old.name} refused the start ({why}); "
+                f"moved to target {new.name}",
+                session_id=spec.session_id,
+                user=spec.user,
+                from_target=old.name,
+                to_target=new.name,
+            )
+
+    async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
+        """Place the session and start it there; a target's own refusal moves it, once."""
+        target = self._choose(spec, set())
+        if target is None:
+            raise self._no_room(spec, set())
+        try:
+            return await self._start_on(target, spec, on_phase)
+        except (StartError, RuntimeUnavailable) as e:
+            if spec.session_id in self._moved_once or not _blames_target(e):
+                raise
+            other = self._choose(spec, {target.name})
+            if other is None:
+                raise
+            self._announce_move(spec, target, other, e.message)
+            return await self._start_on(other, spec, on_phase)
+
+    async def wait_ready(
+        self, handle: WorkloadHandle, spec: WorkloadSpec, timeout: float, on_phase: PhaseCallback
+    ) -> WorkloadHandle:
+        """Wait on the target that holds it; a target's own refusal (unschedulable, quota)
+        stops it there and starts it once more on another target."""
+        target = self._route(handle)
+        try:
+            ready = await target.runtime.wait_ready(
+                untag(handle), self._spec_for(target, spec), timeout, on_phase
+            )
+            return tag(ready, target.name, spec.session_id)
+        except StartError as e:
+            if spec.session_id in self._moved_once or not _blames_target(e):
+                raise
+            other = self._choose(spec, {target.name})
+            if other is None:
+                raise
+            reason = e.message
+        await target.runtime.stop(untag(handle), 0.0)
+        self._release_if(target, spec.session_id)
+        self._announce_move(spec, target, other, reason)
+        moved = await self._start_on(other, spec, on_phase)
+        try:
+            ready = await other.runtime.wait_ready(
+                untag(moved), self._spec_for(other, spec), timeout, on_phase
+            )
+        except BaseException:
+            # The caller only knows the first handle: this workload is ours to remove.
+            await asyncio.shield(self.stop(moved, 0.0))
+            raise
+        return tag(ready, other.name, spec.session_id)
+
+    # ------------------------------------------------------------------ routed calls
+    async def probe(self, handle: WorkloadHandle, template: Template) -> ProbeResult:
+        target = self._route(handle)
+        if target.state is TargetState.LOST:
+            raise RuntimeUnavailable(f"target {target.name} is lost: {target.last_error}")
+        return await target.runtime.probe(untag(handle), template)
+
+    async def keepalive(self, handle: WorkloadHandle, template: Template) -> None:
+        await self._route(handle).runtime.keepalive(untag(handle), template)
+
+    async def stop(self, handle: WorkloadHandle, grace: float) -> CleanupReport:
+        target = self._route(handle)
+        try:
+            return await target.runtime.stop(untag(handle), grace)
+        finally:
+            self._release_if(target, self._session_of(handle))
+            self._moved_once.discard(self._session_of(handle))
+
+    async def open_tunnel(self, handle: WorkloadHandle, host: str, port: int) -> Tunnel:
+        return await self._route(handle).runtime.open_tunnel(untag(handle), host, port)
+
+    def logs(self, session_id: str) -> list[str]:
+        name = self._placed.get(session_id)
+        target = self.targets[name] if name is not None else next(iter(self.targets.values()))
+        return target.runtime.logs(session_id)
+
+    @property
+    def claim_writes_files(self) -> bool:
+        return all(getattr(t.runtime, "claim_writes_files", True) for t in self.targets.values())
+
+    async def claim(self, handle: WorkloadHandle, spec: WorkloadSpec) -> WorkloadHandle:
+        """Hand a standby workload to ``spec``'s session on the target that runs it."""
+        target = self._route(handle)
+        claim = getattr(target.runtime, "claim", None)
+        if claim is None:
+            raise StartError(f"target {target.name} cannot hand over standby workloads")
+        claimed: WorkloadHandle = await claim(untag(handle), self._spec_for(target, spec))
+        self._release_if(target, self._session_of(handle))
+        self._reserve(target, spec)
+        return tag(claimed, target.name, spec.session_id)
+
+    # ------------------------------------------------------------------ recovery
+    async def list_owned(self) -> list[OwnedWorkload]:
+        """Every target's workloads, tagged with their target. A target that cannot be
+        listed fails the whole list (``RuntimeUnavailable`` naming it): reporting its
+        sessions as gone would have them marked vanished."""
+        targets = list(self.targets.values())
+        answers = await asyncio.gather(
+            *(t.runtime.list_owned() for t in targets), return_exceptions=True
+        )
+        owned: list[OwnedWorkload] = []
+        for target, answer in zip(targets, answers, strict=True):
+            if isinstance(answer, BaseException):
+                why = answer.message if isinstance(answer, PodwardenError) else repr(answer)
+                raise RuntimeUnavailable(f"target {target.name}: {why}") from answer
+            for w in answer:
+                handle = tag(w.handle, target.name, w.session_id)
+                owned.append(dataclasses.replace(w, handle=handle))
+                if w.session_id not in self._placed:
+                    target.sessions[w.session_id] = w.user
+                    self._placed[w.session_id] = target.name
+        return owned
+
+    # ------------------------------------------------------------------ health
+    def health(self) -> RuntimeHealth:
+        workloads = 0
+        unknown = False
+        problems = []
+        for target in self.targets.values():
+            child = target.runtime.health()
+            if child.workloads is None:
+                unknown = True
+            else:
+                workloads += child.workloads
+            if target.state is not TargetState.HEALTHY:
+                problems.append(f"{target.name} {target.state.value}: {target.last_error}")
+            elif not child.ok:
+                problems.append(f"{target.name}: {child.detail}")
+        if problems:
+            return RuntimeHealth(False, "; ".join(problems), None if unknown else workloads)
+        names = ", ".join(self.targets)
+        return RuntimeHealth(True, f"targets {names}", None if unknown else workloads)
+
+    def target_health(self) -> list[dict[str, Any]]:
+        """Each target's state, latency and last contact (for ``/health``)."""
+        return [t.to_dict() for t in self.targets.values()]
+
+    async def close(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(
+            *(t.runtime.close() for t in self.targets.values()), return_exceptions=True
+        )
+
+
+def _blames_target(error: PodwardenError) -> bool:
+    """A failure that is the target's, not the template's: worth a try elsewhere."""
+    return isinstance(error, RuntimeUnavailable) or is_target_fault(error.message)
