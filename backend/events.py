@@ -69,6 +69,8 @@ class EventKind(str, Enum):
     """A standby workload was started to keep the template's standby count."""
     POD_REPLACED = "pod_replaced"
     """A session's pod was replaced (deleted, evicted): data ``old_pod``, ``new_pod``."""
+    TARGET_STATE = "target_state"
+    """A target's heartbeat state changed: data ``target``, ``state``, ``previous``."""
     LOG = "log"
 
 

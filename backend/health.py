@@ -69,6 +69,9 @@ class HealthSnapshot:
     ``active_sessions``."""
     pinned_sessions: int = 0
     """Live sessions that are pinned."""
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    """With ``runtime.kind = "multi"``: each target's name, state (``healthy``,
+    ``degraded``, ``lost``), sessions, capacity, latency and last contact."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

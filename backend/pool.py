@@ -133,6 +133,13 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         moved = getattr(runtime, "set_workload_moved_callback", None)
         if moved is not None:
             moved(self._on_workload_moved)
+        # A multi-target runtime: lost targets' room leaves the capacity, and with every
+        # target lost an acquire is refused at once (503 with Retry-After).
+        self.capacity.limit_of = getattr(runtime, "capacity_limit", None)
+        room = getattr(runtime, "set_capacity_callback", None)
+        if room is not None:
+            room(self.capacity.serve)
+        self._check_available: Callable[[], None] | None = getattr(runtime, "check_available", None)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -247,6 +254,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         """
         started = time.perf_counter()
         self._check_running()
+        if self._check_available is not None:
+            self._check_available()
         validate_user(user)
         tpl = self.template(template)
         creds = check_credentials(credentials, tpl)
@@ -303,6 +312,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         a start, a queue) or an error; ``acquire`` then gives the answer."""
         started = time.perf_counter()
         if self.state is not PoolState.RUNNING or credentials:
+            return None
+        if self._check_available is not None and getattr(self.runtime, "all_lost", False):
             return None
         tpl = self.settings.templates.get(template or self.settings.default_template)
         record = self._primary.get((user, tpl.name)) if tpl is not None else None

@@ -175,6 +175,8 @@ class Backend:
         if self.settings.runtime.kind == "kubernetes":
             adopt_unknown = self.settings.runtime.kubernetes.unknown_workloads == "adopt"
         self.recovery = await recover(self.pool, adopt_unknown=adopt_unknown)
+        if isinstance(self.runtime, MultiRuntime):
+            self.runtime.start_heartbeats()
         self.pool.mark_running()
         self.refresher.start()
         self.liveness.start()
@@ -335,8 +337,8 @@ class Backend:
         return HealthSnapshot(
             status=status,
             active_sessions=active,
-            max_sessions=settings.max_sessions,
-            session_capacity=f"{active}/{settings.max_sessions}",
+            max_sessions=pool.capacity.max_sessions,
+            session_capacity=f"{active}/{pool.capacity.max_sessions}",
             persistent_sessions=counts[SessionState.READY] + counts[SessionState.REFRESHING],
             starting_sessions=counts[SessionState.STARTING],
             failed_sessions=counts[SessionState.FAILED],
@@ -357,4 +359,7 @@ class Backend:
             draining_since=pool.drain.since,
             standby=len(pool.standby_sessions()),
             pinned_sessions=sum(1 for s in sessions if s.pinned and s.state.is_live),
+            targets=(
+                self.runtime.target_health() if isinstance(self.runtime, MultiRuntime) else []
+            ),
         )

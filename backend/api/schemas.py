@@ -174,6 +174,23 @@ class AcquireOut(SessionOut):
     took_ms: float
 
 
+class TargetOut(BaseModel):
+    """One target's heartbeat state (``backend.runtime.multi.Target``)."""
+
+    name: str
+    runtime: str
+    state: Literal["healthy", "degraded", "lost"]
+    active_sessions: int
+    max_sessions: int
+    weight: float
+    labels: dict[str, str]
+    latency_ms: float | None = Field(description="The last good heartbeat's round trip.")
+    last_contact: float | None = Field(description="Unix time of the last good heartbeat.")
+    last_error: str
+    heartbeats: int
+    heartbeat_failures: int
+
+
 class HealthOut(BaseModel):
     """``GET /health``; see ``backend.health.HealthSnapshot`` for each field's meaning."""
 
@@ -207,6 +224,9 @@ class HealthOut(BaseModel):
     draining_since: float | None
     standby: int
     pinned_sessions: int
+    targets: list[TargetOut] = Field(
+        description='Each target of a multi-target pool (runtime.kind = "multi"); empty else.'
+    )
 
 
 class TemplateOut(BaseModel):

@@ -29,7 +29,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from backend.errors import InvalidRequest, PodwardenError, RuntimeUnavailable, StartError
+from backend.errors import (
+    InvalidRequest,
+    NoTarget,
+    PodwardenError,
+    RuntimeUnavailable,
+    StartError,
+)
 from backend.events import EventBus, EventKind
 from backend.models import WorkloadHandle
 from backend.placement import TargetView, choose, is_target_fault, missing_label
@@ -83,6 +89,8 @@ class Target:
     last_contact: float | None = None
     """Wall-clock time of the last successful heartbeat."""
     last_error: str = ""
+    failing_since: float | None = None
+    """Wall-clock time of the first failed heartbeat since the last good one."""
     heartbeats: int = 0
     heartbeat_failures: int = 0
 
@@ -113,6 +121,8 @@ class Target:
             "latency_ms": None if self.latency_s is None else round(self.latency_s * 1000, 3),
             "last_contact": self.last_contact,
             "last_error": self.last_error,
+            "heartbeats": self.heartbeats,
+            "heartbeat_failures": self.heartbeat_failures,
         }
 
 
@@ -161,7 +171,11 @@ class MultiRuntime:
         """Sessions whose start was already moved once to another target."""
         self._heartbeat: asyncio.Task[None] | None = None
         self.capacity_changed: Callable[[], None] | None = None
-        """Called when the capacity of the available targets changes (one lost or back)."""
+        """Called when room may have appeared: a target back, a workload stopping."""
+        self._room: asyncio.Event | None = None
+        self.room_wait = 2.0
+        """Seconds a start waits for a target to have room when all that could take it
+        are full (an evicted session's stop frees its slot just after the start began)."""
 
     # ------------------------------------------------------------------ describe
     def describe(self) -> str:
@@ -172,6 +186,34 @@ class MultiRuntime:
     def available_capacity(self) -> int:
         """Capacity of the targets that are not lost."""
         return sum(t.capacity for t in self.targets.values() if t.state is not TargetState.LOST)
+
+    def capacity_limit(self) -> int:
+        """Live sessions the pool may hold now: the room of the targets not lost, plus the
+        sessions stranded on lost ones (they hold a slot, but not a target's room)."""
+        stranded = sum(
+            len(t.sessions) for t in self.targets.values() if t.state is TargetState.LOST
+        )
+        return self.available_capacity + stranded
+
+    @property
+    def all_lost(self) -> bool:
+        return all(t.state is TargetState.LOST for t in self.targets.values())
+
+    def check_available(self) -> None:
+        """Raise ``NoTarget`` (503 with Retry-After) when every target is lost."""
+        if self.all_lost:
+            since = ", ".join(
+                f"{t.name}: {t.last_error or 'no contact'}" for t in self.targets.values()
+            )
+            raise NoTarget(
+                f"every target is lost ({since}); no session can be started or reached "
+                "now; retry later",
+                retry_after=max(1.0, self.heartbeat_interval),
+            )
+
+    def set_capacity_callback(self, callback: Callable[[], None]) -> None:
+        """Who to tell when room may have appeared (a target back, a workload stopping)."""
+        self.capacity_changed = callback
 
     def target_of(self, session_id: str) -> str | None:
         """The target a session's workload was placed on, when known."""
@@ -307,9 +349,40 @@ class MultiRuntime:
                 to_target=new.name,
             )
 
+    async def _choose_waiting(self, spec: WorkloadSpec) -> Target | None:
+        """``_choose``, waiting up to ``room_wait`` while the only targets that could take
+        the session are full: a stop that began meanwhile frees a slot at once."""
+        target = self._choose(spec, set())
+        if target is not None:
+            return target
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.room_wait
+        while target is None and not self.all_lost:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if self._room is None:
+                self._room = asyncio.Event()
+            room = self._room
+            try:
+                await asyncio.wait_for(room.wait(), remaining)
+            except TimeoutError:
+                break
+            finally:
+                if self._room is room and room.is_set():
+                    self._room = None
+            target = self._choose(spec, set())
+        return target
+
+    def _freed(self) -> None:
+        if self._room is not None:
+            self._room.set()
+        if self.capacity_changed is not None:
+            self.capacity_changed()
+
     async def start(self, spec: WorkloadSpec, on_phase: PhaseCallback) -> WorkloadHandle:
         """Place the session and start it there; a target's own refusal moves it, once."""
-        target = self._choose(spec, set())
+        target = await self._choose_waiting(spec)
         if target is None:
             raise self._no_room(spec, set())
         try:
@@ -366,12 +439,14 @@ class MultiRuntime:
         await self._route(handle).runtime.keepalive(untag(handle), template)
 
     async def stop(self, handle: WorkloadHandle, grace: float) -> CleanupReport:
+        """Stop it on its target; its slot there is free from the moment the stop begins
+        (as the pool's own slot is), so the start an eviction made room for finds it."""
         target = self._route(handle)
-        try:
-            return await target.runtime.stop(untag(handle), grace)
-        finally:
-            self._release_if(target, self._session_of(handle))
-            self._moved_once.discard(self._session_of(handle))
+        sid = self._session_of(handle)
+        self._release_if(target, sid)
+        self._moved_once.discard(sid)
+        self._freed()
+        return await target.runtime.stop(untag(handle), grace)
 
     async def open_tunnel(self, handle: WorkloadHandle, host: str, port: int) -> Tunnel:
         return await self._route(handle).runtime.open_tunnel(untag(handle), host, port)
@@ -441,6 +516,88 @@ class MultiRuntime:
     def target_health(self) -> list[dict[str, Any]]:
         """Each target's state, latency and last contact (for ``/health``)."""
         return [t.to_dict() for t in self.targets.values()]
+
+    # ------------------------------------------------------------------ heartbeats
+    def start_heartbeats(self) -> None:
+        """Check every target now and every ``heartbeat_interval`` after (a named task)."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(
+                self._heartbeats(), name="podwarden: target heartbeats"
+            )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.heartbeat_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end the heartbeats
+                log.exception("target heartbeat round failed")
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def heartbeat_once(self) -> None:
+        """One round: every target checked at once, each within ``heartbeat_interval``."""
+        await asyncio.gather(*(self._beat(t) for t in self.targets.values()))
+
+    async def _beat(self, target: Target) -> None:
+        started = time.monotonic()
+        error = ""
+        try:
+            ping = getattr(target.runtime, "ping", None)
+            if ping is not None:
+                await asyncio.wait_for(ping(), max(self.heartbeat_interval, 0.1))
+            else:
+                child = target.runtime.health()
+                if not child.ok:
+                    error = child.detail or "not healthy"
+        except TimeoutError:
+            error = f"no answer within {self.heartbeat_interval:g}s"
+        except PodwardenError as e:
+            error = e.message
+        except Exception as e:  # a library error from the ping: the target's, not ours
+            error = repr(e)
+        latency = time.monotonic() - started
+        now = self._clock()
+        target.heartbeats += 1
+        if not error:
+            target.latency_s = latency
+            target.last_contact = now
+            target.last_error = ""
+            target.failing_since = None
+            slow = latency > self.degraded_latency
+            if slow:
+                target.last_error = f"heartbeat took {latency * 1000:.0f} ms"
+            self._set_state(target, TargetState.DEGRADED if slow else TargetState.HEALTHY)
+            return
+        target.heartbeat_failures += 1
+        target.last_error = error
+        if target.failing_since is None:
+            target.failing_since = now
+        since = target.last_contact if target.last_contact is not None else target.failing_since
+        lost = now - since >= self.target_lost_after
+        self._set_state(target, TargetState.LOST if lost else TargetState.DEGRADED)
+
+    def _set_state(self, target: Target, state: TargetState) -> None:
+        previous = target.state
+        if state is previous:
+            return
+        target.state = state
+        detail = f" ({target.last_error})" if target.last_error else ""
+        if target.latency_s is not None and state is not TargetState.LOST:
+            detail += f", latency {target.latency_s * 1000:.0f} ms"
+        log.warning("target %s: %s -> %s%s", target.name, previous.value, state.value, detail)
+        if self.bus is not None:
+            self.bus.publish(
+                EventKind.TARGET_STATE,
+                f"target {target.name} is {state.value} (was {previous.value}){detail}",
+                target=target.name,
+                state=state.value,
+                previous=previous.value,
+                latency_ms=None if target.latency_s is None else round(target.latency_s * 1000, 3),
+                last_contact=target.last_contact,
+            )
+        if TargetState.LOST in (state, previous):
+            self._freed()
 
     async def close(self) -> None:
         task, self._heartbeat = self._heartbeat, None

@@ -93,6 +93,7 @@ class PlacementMachine(RuleBasedStateMachine):
             targets.append(Target(name, self.children[name], capacity, weight, {"zone": zone}))
             self.model[name] = {"capacity": capacity, "weight": weight, "zone": zone, "lost": False}
         self.runtime = MultiRuntime(targets)
+        self.runtime.room_wait = 0.0  # a refused start is refused at once here
 
     @rule(target=sessions, user=st.sampled_from(USERS), zone=st.sampled_from((None, *ZONES)))
     def start(self, user: str, zone: str | None) -> str:
