@@ -210,7 +210,10 @@ class RuntimeSettings:
     """With ``multi``: a heartbeat slower than this many seconds makes a target degraded."""
     target_lost_after: float = 15.0
     """With ``multi``: seconds without a successful heartbeat after which a target is lost
-    (its capacity leaves the pool's total)."""
+    (its capacity leaves the pool's total, its sessions are ``unreachable``)."""
+    failover_wait: float = 1.0
+    """With ``multi``: seconds a reuse of an unreachable session waits for its target to
+    return before a new session is started on another target (``is_new_session``)."""
 
     @property
     def total_capacity(self) -> int:

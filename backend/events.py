@@ -69,6 +69,13 @@ class EventKind(str, Enum):
     """A standby workload was started to keep the template's standby count."""
     POD_REPLACED = "pod_replaced"
     """A session's pod was replaced (deleted, evicted): data ``old_pod``, ``new_pod``."""
+    UNREACHABLE = "unreachable"
+    """A session's target is lost: the session is not ready until it returns."""
+    REACHABLE = "reachable"
+    """An unreachable session's target returned: the session is ready again as it was."""
+    FAILED_OVER = "failed_over"
+    """A reuse of an unreachable session started a new workload on another target; the
+    old one is removed when its target returns."""
     TARGET_STATE = "target_state"
     """A target's heartbeat state changed: data ``target``, ``state``, ``previous``."""
     LOG = "log"

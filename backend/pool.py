@@ -43,7 +43,14 @@ from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
-from backend.models import Session, SessionState, make_session_id, validate_user
+from backend.models import (
+    Session,
+    SessionState,
+    WorkloadHandle,
+    make_session_id,
+    validate_user,
+)
+from backend.pool_failover import FailoverVerbs
 from backend.pool_policy import PolicyVerbs
 from backend.pool_upkeep import REUSABLE, UpkeepVerbs
 from backend.record import Flight, Key, SessionRecord
@@ -87,7 +94,7 @@ class AcquireResult:
         return data
 
 
-class SessionPool(UpkeepVerbs, PolicyVerbs):
+class SessionPool(UpkeepVerbs, PolicyVerbs, FailoverVerbs):
     """Session records by id, the reuse key each answers for, and starts in flight."""
 
     def __init__(
@@ -121,6 +128,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         self._flights: dict[Key, Flight] = {}
         """The start a reuse acquire for each key joins."""
         self._background: set[asyncio.Task[Any]] = set()
+        self._target_returned: dict[str, asyncio.Event] = {}
+        self.replaced: list[WorkloadHandle] = []
         self._ended: collections.deque[str] = collections.deque()
         self.stopper = WorkloadStopper(runtime, bus, self.metrics, lambda: settings.pool.stop_grace)
         self._launcher = Launcher(
@@ -139,6 +148,9 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         room = getattr(runtime, "set_capacity_callback", None)
         if room is not None:
             room(self.capacity.serve)
+        targets = getattr(runtime, "set_target_callbacks", None)
+        if targets is not None:
+            targets(self.target_lost, self.target_back)
         self._check_available: Callable[[], None] | None = getattr(runtime, "check_available", None)
 
     # ----------------------------------------------------------------- lifecycle
@@ -266,6 +278,15 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
                 record = self._primary.get(key)
                 if record is not None and creds:
                     self._supply_credentials(record, creds)
+                if (
+                    record is not None
+                    and record.session.state is SessionState.UNREACHABLE
+                    and record.flight is None
+                ):
+                    moved = await self.await_or_fail_over(record)
+                    if moved is not None:
+                        return await self._join(moved, wait, started)
+                    continue  # its target returned: reuse it
                 if record is None or record.session.state not in REUSABLE or record.flight:
                     break
                 age = self.clock() - record.checked_at

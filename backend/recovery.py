@@ -106,7 +106,7 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
     for session_id, row in stored.items():
         if session_id in owned_ids:
             continue
-        if row.state in (SessionState.STARTING, SessionState.READY, SessionState.REFRESHING):
+        if row.state.is_live:
             pool.mark_vanished(
                 _session_from_row(row), "its workload vanished while podwarden was not running"
             )
@@ -151,6 +151,8 @@ async def _stop(pool: SessionPool, workload: OwnedWorkload, why: str) -> None:
 def _session_from_row(row: StoredSession, state: SessionState | None = None) -> Session:
     """A session rebuilt from its row (a new object: its state is its first state)."""
     live = row.state if row.state.is_live else SessionState.READY
+    if live is SessionState.UNREACHABLE:  # listed now, so its target answers again
+        live = SessionState.READY
     return Session(
         session_id=row.session_id,
         user=row.user,

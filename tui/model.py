@@ -17,7 +17,14 @@ from tui.format import LIVE_STATES, state_word
 
 __all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key"]
 
-_STATE_ORDER = {"failed": 0, "starting": 1, "refreshing": 2, "ready": 3, "terminating": 4}
+_STATE_ORDER = {
+    "failed": 0,
+    "unreachable": 1,
+    "starting": 1,
+    "refreshing": 2,
+    "ready": 3,
+    "terminating": 4,
+}
 
 SORTS: tuple[str, ...] = ("state", "id", "user", "template", "age", "idle", "uses", "tunnel", "ref")
 """Sortable columns in the table's column order (``s`` cycles through the shown ones)."""

@@ -173,6 +173,8 @@ class MultiRuntime:
         self.capacity_changed: Callable[[], None] | None = None
         """Called when room may have appeared: a target back, a workload stopping."""
         self._room: asyncio.Event | None = None
+        self._on_lost: Callable[[str, str], None] | None = None
+        self._on_back: Callable[[str], None] | None = None
         self.room_wait = 2.0
         """Seconds a start waits for a target to have room when all that could take it
         are full (an evicted session's stop frees its slot just after the start began)."""
@@ -211,6 +213,17 @@ class MultiRuntime:
                 retry_after=max(1.0, self.heartbeat_interval),
             )
 
+    def set_target_callbacks(
+        self, lost: Callable[[str, str], None], back: Callable[[str], None]
+    ) -> None:
+        """Who to tell when a target is lost (name, why) and when it answers again."""
+        self._on_lost, self._on_back = lost, back
+
+    def forget(self, handle: WorkloadHandle) -> None:
+        """A workload on a lost target was replaced elsewhere: its session no longer counts
+        there (it is stopped, through ``stop``, when the target returns)."""
+        self._release_if(self._route(handle), self._session_of(handle))
+
     def set_capacity_callback(self, callback: Callable[[], None]) -> None:
         """Who to tell when room may have appeared (a target back, a workload stopping)."""
         self.capacity_changed = callback
@@ -221,8 +234,15 @@ class MultiRuntime:
 
     # ------------------------------------------------------------------ callbacks
     def set_workload_lost_callback(self, callback: WorkloadLostCallback) -> None:
+        """Passed on from each target, but only for sessions placed there now (a workload
+        replaced elsewhere during an outage is not its session's news)."""
         for target in self.targets.values():
-            target.runtime.set_workload_lost_callback(callback)
+
+            def lost(sid: str, why: str, name: str = target.name) -> None:
+                if self._placed.get(sid, name) == name:
+                    callback(sid, why)
+
+            target.runtime.set_workload_lost_callback(lost)
 
     def set_workload_moved_callback(self, callback: WorkloadMovedCallback) -> None:
         for target in self.targets.values():
@@ -233,6 +253,8 @@ class MultiRuntime:
             def moved(
                 sid: str, handle: WorkloadHandle | None, why: str, name: str = target.name
             ) -> None:
+                if self._placed.get(sid, name) != name:
+                    return  # replaced elsewhere during an outage: not this session's pod
                 callback(sid, tag(handle, name, sid) if handle is not None else None, why)
 
             setter(moved)
@@ -596,6 +618,10 @@ class MultiRuntime:
                 latency_ms=None if target.latency_s is None else round(target.latency_s * 1000, 3),
                 last_contact=target.last_contact,
             )
+        if state is TargetState.LOST and self._on_lost is not None:
+            self._on_lost(target.name, target.last_error)
+        elif previous is TargetState.LOST and self._on_back is not None:
+            self._on_back(target.name)
         if TargetState.LOST in (state, previous):
             self._freed()
 

@@ -132,20 +132,42 @@ async def test_two_clusters_share_the_sessions_and_a_hung_one_is_lost_and_back(
     assert [t["state"] for t in health.targets] == ["healthy", "healthy"]
     assert all(t["latency_ms"] is not None for t in health.targets)
 
-    with stopped(apiserver_pid(FIRST or "")):
-        took = await wait_state(backend, "east", "lost", 10)
-        assert took < runtime.target_lost_after + 2 * runtime.heartbeat_interval + 1
-        health = backend.health()
-        east = next(t for t in health.targets if t["name"] == "east")
-        assert east["state"] == "lost" and east["last_error"]
-        assert health.max_sessions == 20 + 5, "east's room left; its 5 sessions hold slots"
-        placed = await asyncio.wait_for(backend.pool.acquire("newcomer"), 30)
-        assert placed.session.handle is not None
-        assert placed.session.handle.extra["target"] == "west"
-    await wait_state(backend, "east", "healthy", 15)
+    on_east = [r.session for r in results if r.session.handle.extra["target"] == "east"]  # type: ignore[union-attr]
+    victim, kept = on_east[0], on_east[1]
+    loop = asyncio.get_running_loop()
+    with backend.bus.subscribe(kinds={EventKind.CLEANUP_VERIFIED}) as cleanups:
+        with stopped(apiserver_pid(FIRST or "")):
+            lost_at = loop.time()
+            took = await wait_state(backend, "east", "lost", 10)
+            assert took < runtime.target_lost_after + 2 * runtime.heartbeat_interval + 1
+            health = backend.health()
+            east = next(t for t in health.targets if t["name"] == "east")
+            assert east["state"] == "lost" and east["last_error"]
+            assert health.max_sessions == 20 + 5, "east's room left; its 5 sessions hold slots"
+            assert victim.state.value == kept.state.value == "unreachable"
+            placed = await asyncio.wait_for(backend.pool.acquire("newcomer"), 30)
+            assert placed.session.handle is not None
+            assert placed.session.handle.extra["target"] == "west"
+            again = await asyncio.wait_for(backend.pool.acquire(victim.user), 30)
+            failover_s = loop.time() - lost_at
+            assert again.is_new_session and again.session.session_id == victim.session_id
+            assert again.session.handle is not None
+            assert again.session.handle.extra["target"] == "west"
+            print(f"failover: loss to new session elsewhere in {failover_s:.2f}s")
+            assert failover_s < runtime.target_lost_after + 2 + runtime.heartbeat_interval
+        await wait_state(backend, "east", "healthy", 15)
+        while True:  # the replaced workload on east is removed, verified
+            event = await asyncio.wait_for(cleanups.get(), 30)
+            assert event is not None
+            if event.session_id == victim.session_id:
+                break
     assert backend.health().max_sessions == 40
-    again = await backend.pool.acquire("user0")
-    assert again.session.session_id == results[0].session.session_id
+    assert kept.state.value == "ready", "re-adopted as it was"
+    reused = await backend.pool.acquire(kept.user)
+    assert reused.session.session_id == kept.session_id and not reused.is_new_session
+    east_runtime = runtime.targets["east"].runtime
+    assert isinstance(east_runtime, KubernetesRuntime)
+    assert victim.session_id not in await east_runtime.inventory(), "no duplicate left on east"
 
 
 async def test_hundred_concurrent_creates_split_evenly_over_two_clusters(

@@ -1,0 +1,188 @@
+"""Failover: what the pool does with the sessions of a target that is lost, and back.
+
+A ``MultiRuntime`` tells the pool when a target is lost and when it answers again. The
+pool then:
+
+- marks the target's ready sessions ``unreachable`` (not ready, never handed out, out of
+  the LRU order so no eviction tries to stop them through a dead API), and says so;
+- answers a reuse of such a session by waiting up to ``failover_wait`` for the target; if
+  it is still lost, the session gets a new workload on another target (same id and
+  tunnel port, ``is_new_session`` true: the client's login state is gone), and the old
+  workload is remembered;
+- when the target returns, makes its unreachable sessions ready again as they are, and
+  removes (verified) the workloads that were replaced elsewhere meanwhile, so there is
+  never a duplicate per (user, template).
+
+Kept apart from ``pool.py`` like the other verb groups; ``SessionPool`` inherits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from backend.cleanup import WorkloadStopper
+from backend.config import Settings
+from backend.events import EventBus, EventKind
+from backend.launcher import Launcher
+from backend.models import Session, SessionState, WorkloadHandle
+from backend.record import Flight, SessionRecord
+from backend.runtime.base import Runtime
+
+if TYPE_CHECKING:
+    from backend.capacity import Capacity
+
+__all__ = ["FailoverVerbs", "target_of"]
+
+
+def target_of(session: Session) -> str | None:
+    """The target a session's workload runs on (multi-target pools), or None."""
+    return session.handle.extra.get("target") if session.handle is not None else None
+
+
+class FailoverVerbs:
+    """Lost and returning targets, and reuses of unreachable sessions."""
+
+    settings: Settings
+    runtime: Runtime
+    bus: EventBus
+    capacity: Capacity
+    clock: Callable[[], float]
+    stopper: WorkloadStopper
+    _records: dict[str, SessionRecord]
+    _launcher: Launcher
+    _target_returned: dict[str, asyncio.Event]
+    """Per target: set when it returns from lost (a reuse waiting for it wakes)."""
+    replaced: list[WorkloadHandle]
+    """Workloads on lost targets whose sessions were started elsewhere: removed when
+    their target returns."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def running(self) -> bool: ...
+
+        def _save(self, record: SessionRecord) -> None: ...
+
+        def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
+
+        def _begin_flight(self, record: SessionRecord, template: Any, how: str) -> None: ...
+
+    def _returned(self, target: str) -> asyncio.Event:
+        event = self._target_returned.get(target)
+        if event is None:
+            event = self._target_returned[target] = asyncio.Event()
+        return event
+
+    # ----------------------------------------------------------------- from the runtime
+
+    def target_lost(self, target: str, why: str) -> None:
+        """Mark the target's ready sessions unreachable."""
+        self._target_returned[target] = asyncio.Event()  # set when it returns
+        if not self.running:
+            return
+        for record in list(self._records.values()):
+            session = record.session
+            if target_of(session) != target or record.flight is not None:
+                continue
+            if session.state not in (SessionState.READY, SessionState.REFRESHING):
+                continue
+            session.transition(SessionState.UNREACHABLE)
+            session.phase = f"unreachable: target {target} is lost"
+            session.last_error = f"target {target} is lost: {why}"
+            self.capacity.lru_remove(session)
+            self.bus.publish(
+                EventKind.UNREACHABLE,
+                f"{session.session_id} is unreachable: target {target} is lost ({why})",
+                session_id=session.session_id,
+                user=session.user,
+                target=target,
+            )
+            self._save(record)
+
+    def target_back(self, target: str) -> None:
+        """Its unreachable sessions are ready again; replaced workloads there are removed."""
+        self._returned(target).set()
+        if not self.running:
+            return
+        for record in list(self._records.values()):
+            session = record.session
+            if session.state is not SessionState.UNREACHABLE or target_of(session) != target:
+                continue
+            session.transition(SessionState.READY)
+            session.phase = "ready"
+            session.last_error = None
+            record.checked_at = 0.0  # the next reuse probes it first
+            self.capacity.lru_add(session)
+            self.bus.publish(
+                EventKind.REACHABLE,
+                f"{session.session_id} is reachable again: target {target} returned",
+                session_id=session.session_id,
+                user=session.user,
+                target=target,
+            )
+            self._save(record)
+        replaced = self.replaced
+        mine = [h for h in replaced if h.extra.get("target") == target]
+        replaced[:] = [h for h in replaced if h.extra.get("target") != target]
+        for handle in mine:
+            sid = handle.extra.get("target_session") or handle.ref
+            owner = self._records.get(sid)
+            user = owner.session.user if owner is not None else None
+            self._spawn(
+                self.stopper.stop(
+                    handle,
+                    session_id=sid,
+                    user=user,
+                    why=f"replaced on another target while {target} was lost",
+                    verified_kind=EventKind.CLEANUP_VERIFIED,
+                ),
+                f"remove replaced {sid} on {target}",
+            )
+
+    # ----------------------------------------------------------------- reuse
+
+    async def await_or_fail_over(self, record: SessionRecord) -> Flight | None:
+        """A reuse found ``record`` unreachable: wait up to ``failover_wait`` for its
+        target. None when the session is reusable again; else the start of its new
+        workload elsewhere, for the caller to join (``is_new_session`` true)."""
+        session = record.session
+        target = target_of(session) or ""
+        wait = self.settings.runtime.failover_wait
+        if wait > 0:
+            try:
+                await asyncio.wait_for(self._returned(target).wait(), wait)
+            except TimeoutError:
+                pass
+        if session.state is not SessionState.UNREACHABLE:
+            return record.flight  # back (None), or already failing over (join it)
+        if record.flight is not None:
+            return record.flight
+        template = self.settings.templates.get(session.template)
+        if template is None:
+            return None
+        handle, session.handle = session.handle, None
+        if handle is not None:
+            self.replaced.append(handle)
+            forget = getattr(self.runtime, "forget", None)
+            if forget is not None:
+                forget(handle)
+        tunnel, record.tunnel = record.tunnel, None
+        if tunnel is not None:
+            await tunnel.close()
+        session.transition(SessionState.STARTING)
+        session.phase = f"failing over from target {target}"
+        started = time.time()
+        self.bus.publish(
+            EventKind.FAILED_OVER,
+            f"{session.session_id}: target {target} is still lost after {wait:g}s; starting "
+            "a new workload on another target (its old one is removed when it returns)",
+            session_id=session.session_id,
+            user=session.user,
+            from_target=target,
+            at=started,
+        )
+        self._begin_flight(record, template, "fresh")
+        return record.flight

@@ -1,0 +1,103 @@
+"""Failover: a lost target's sessions are unreachable; a reuse waits, then moves.
+
+In-memory children and a faked heartbeat clock, as in ``test_multi_heartbeats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from backend.config import Settings
+from backend.events import EventKind
+from backend.models import SessionState
+from tests.backend.test_multi_heartbeats import World
+
+
+@pytest.fixture
+async def world(settings: Settings) -> AsyncIterator[World]:
+    settings.runtime.failover_wait = 0.2
+    w = World(settings)
+    await w.backend.start()
+    yield w
+    await w.backend.stop(stop_sessions=True)
+
+
+async def lose_east(world: World) -> None:
+    await world.runtime.heartbeat_once()  # a last good contact
+    world.east.unhealthy = True
+    world.now += 20
+    await world.runtime.heartbeat_once()
+    await world.runtime.heartbeat_once()
+    assert world.runtime.targets["east"].state.value == "lost"
+
+
+async def bring_back_east(world: World) -> None:
+    world.east.unhealthy = False
+    world.now += 1
+    await world.runtime.heartbeat_once()
+    assert world.runtime.targets["east"].state.value == "healthy"
+
+
+async def test_a_reuse_on_a_lost_target_fails_over_and_the_old_one_goes_on_return(
+    world: World,
+) -> None:
+    pool, bus = world.backend.pool, world.backend.bus
+    first = await pool.acquire("ada")
+    sid = first.session.session_id
+    assert first.session.handle is not None and first.session.handle.extra["target"] == "east"
+    kinds = {EventKind.UNREACHABLE, EventKind.FAILED_OVER, EventKind.CLEANUP_VERIFIED}
+    with bus.subscribe(kinds=kinds) as sub:
+        await lose_east(world)
+        unreachable = await asyncio.wait_for(sub.get(), 5)
+        assert unreachable is not None and unreachable.session_id == sid
+        session = pool.get(sid)
+        assert session.state is SessionState.UNREACHABLE
+        assert "target east is lost" in (session.last_error or "")
+        assert world.backend.health().persistent_sessions == 0, "not ready"
+
+        again = await asyncio.wait_for(pool.acquire("ada"), 5)
+        moved = await asyncio.wait_for(sub.get(), 5)
+        assert moved is not None and moved.kind is EventKind.FAILED_OVER
+        assert again.is_new_session, "its login state is gone: the client must know"
+        assert again.session.session_id == sid and again.session.state is SessionState.READY
+        assert again.session.handle is not None
+        assert again.session.handle.extra["target"] == "west"
+        assert sid in world.west.workloads and sid in world.east.workloads
+        assert len(pool.replaced) == 1
+
+        await bring_back_east(world)
+        cleaned = await asyncio.wait_for(sub.get(), 5)
+        assert cleaned is not None and cleaned.kind is EventKind.CLEANUP_VERIFIED
+    assert sid not in world.east.workloads and sid in world.west.workloads, "no duplicate"
+    assert pool.replaced == []
+    assert pool.get(sid).state is SessionState.READY
+    reuse = await pool.acquire("ada")
+    assert not reuse.is_new_session and reuse.session.handle is not None
+    assert reuse.session.handle.extra["target"] == "west"
+
+
+async def test_a_target_back_within_failover_wait_keeps_the_session(world: World) -> None:
+    pool = world.backend.pool
+    world.backend.settings.runtime.failover_wait = 30
+    first = await pool.acquire("ada")
+    await lose_east(world)
+    waiting = asyncio.ensure_future(pool.acquire("ada"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    with world.backend.bus.subscribe(kinds={EventKind.REACHABLE}) as sub:
+        await bring_back_east(world)
+        back = await asyncio.wait_for(sub.get(), 5)
+    assert back is not None and back.session_id == first.session.session_id
+    again = await asyncio.wait_for(waiting, 5)
+    assert again.session.session_id == first.session.session_id
+    assert not again.is_new_session, "the same workload, as it was"
+    assert len(world.east.workloads) == 1 and not world.west.workloads
+
+
+async def test_new_sessions_go_elsewhere_while_a_target_is_lost(world: World) -> None:
+    await lose_east(world)
+    result = await world.backend.pool.acquire("bob")
+    assert result.session.handle is not None and result.session.handle.extra["target"] == "west"
