@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.cleanup import WorkloadStopper
 from backend.config import Settings
+from backend.errors import PodwardenError
 from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.models import Session, SessionState, WorkloadHandle
@@ -69,6 +70,10 @@ class FailoverVerbs:
         def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
 
         def _begin_flight(self, record: SessionRecord, template: Any, how: str) -> None: ...
+
+        def _begin_terminate(
+            self, record: SessionRecord, reason: str, kind: EventKind | None
+        ) -> asyncio.Task[None] | None: ...
 
     def _returned(self, target: str) -> asyncio.Event:
         event = self._target_returned.get(target)
@@ -116,6 +121,8 @@ class FailoverVerbs:
             session.last_error = None
             record.checked_at = 0.0  # the next reuse probes it first
             self.capacity.lru_add(session)
+            if record.tunnel is None:  # kept through a restart while its target was lost
+                self._spawn(self._reopen_tunnel(record), f"tunnel {session.session_id}")
             self.bus.publish(
                 EventKind.REACHABLE,
                 f"{session.session_id} is reachable again: target {target} returned",
@@ -141,6 +148,13 @@ class FailoverVerbs:
                 ),
                 f"remove replaced {sid} on {target}",
             )
+
+    async def _reopen_tunnel(self, record: SessionRecord) -> None:
+        try:
+            await self._launcher.open_tunnel(record, record.port)
+        except (PodwardenError, OSError) as e:
+            why = e.message if isinstance(e, PodwardenError) else str(e)
+            self._begin_terminate(record, f"cannot reopen tunnel: {why}", EventKind.FAILED)
 
     # ----------------------------------------------------------------- reuse
 

@@ -515,6 +515,45 @@ class MultiRuntime:
                     self._placed[w.session_id] = target.name
         return owned
 
+    async def list_reachable(self) -> tuple[list[OwnedWorkload], set[str]]:
+        """``list_owned`` of every target that answers within ``target_lost_after``, and
+        the names of those that do not: they are marked lost at once (recovery keeps
+        their stored sessions as unreachable instead of calling them vanished)."""
+        targets = list(self.targets.values())
+
+        async def listed(target: Target) -> list[OwnedWorkload]:
+            return await asyncio.wait_for(target.runtime.list_owned(), self.target_lost_after)
+
+        answers = await asyncio.gather(*(listed(t) for t in targets), return_exceptions=True)
+        owned: list[OwnedWorkload] = []
+        unlisted: set[str] = set()
+        for target, answer in zip(targets, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if isinstance(answer, TimeoutError):
+                    why = f"no answer within {self.target_lost_after:g}s"
+                elif isinstance(answer, PodwardenError):
+                    why = answer.message
+                else:
+                    why = repr(answer)
+                target.last_error = f"cannot list its workloads: {why}"
+                target.failing_since = self._clock()
+                self._set_state(target, TargetState.LOST)
+                unlisted.add(target.name)
+                continue
+            for w in answer:
+                handle = tag(w.handle, target.name, w.session_id)
+                owned.append(dataclasses.replace(w, handle=handle))
+                if w.session_id not in self._placed:
+                    target.sessions[w.session_id] = w.user
+                    self._placed[w.session_id] = target.name
+        return owned, unlisted
+
+    def remember(self, handle: WorkloadHandle, session_id: str, user: str) -> None:
+        """Count a stored session on its target without listing it (the target is lost)."""
+        target = self._route(handle)
+        target.sessions[session_id] = user
+        self._placed[session_id] = target.name
+
     # ------------------------------------------------------------------ health
     def health(self) -> RuntimeHealth:
         workloads = 0

@@ -101,3 +101,54 @@ async def test_new_sessions_go_elsewhere_while_a_target_is_lost(world: World) ->
     await lose_east(world)
     result = await world.backend.pool.acquire("bob")
     assert result.session.handle is not None and result.session.handle.extra["target"] == "west"
+
+
+async def test_a_restart_during_an_outage_keeps_the_lost_targets_sessions(
+    settings: Settings,
+) -> None:
+    first = World(settings, persist=True)
+    await first.backend.start()
+    sessions = {
+        r.session.user: r.session
+        for r in [await first.backend.pool.acquire(user) for user in ("ada", "bob", "cyd")]
+    }
+    where = {u: s.handle.extra["target"] for u, s in sessions.items() if s.handle}
+    assert sorted(where.values()) == ["east", "east", "west"]
+    ports = {u: s.tunnel.port for u, s in sessions.items() if s.tunnel}
+    await first.backend.stop()  # the workloads keep running, the store keeps the sessions
+
+    first.east.unhealthy = True  # east does not answer when podwarden comes back
+    second = World(settings, persist=True)
+    second.east, second.west = first.east, first.west
+    for name, child in (("east", first.east), ("west", first.west)):
+        second.runtime.targets[name].runtime = child
+    second.backend = type(first.backend)(settings, runtime=second.runtime)
+    await asyncio.wait_for(second.backend.start(), 10)
+    try:
+        pool = second.backend.pool
+        report = second.backend.recovery
+        assert report is not None
+        east_users = {u for u, t in where.items() if t == "east"}
+        assert {pool.get(sessions[u].session_id).state for u in east_users} == {
+            SessionState.UNREACHABLE
+        }
+        assert set(report.unreachable) == {sessions[u].session_id for u in east_users}
+        assert second.runtime.targets["east"].state.value == "lost"
+        west_user = next(u for u, t in where.items() if t == "west")
+        reuse = await pool.acquire(west_user)
+        assert not reuse.is_new_session
+
+        with second.backend.bus.subscribe(kinds={EventKind.TUNNEL_OPENED}) as sub:
+            first.east.unhealthy = False
+            await second.runtime.heartbeat_once()
+            for _ in east_users:
+                await asyncio.wait_for(sub.get(), 5)
+        for user in east_users:
+            again = await pool.acquire(user)
+            assert again.session.session_id == sessions[user].session_id
+            assert not again.is_new_session, "re-adopted as it was"
+            assert again.session.tunnel is not None
+            assert again.session.tunnel.port == ports[user]
+    finally:
+        await second.backend.stop(stop_sessions=True)
+    assert not first.east.workloads and not first.west.workloads

@@ -17,6 +17,7 @@ from backend.api.app import make_api
 from backend.config import Settings
 from backend.errors import NoTarget
 from backend.events import EventKind
+from backend.runtime.base import OwnedWorkload
 from backend.runtime.memory import MemoryRuntime
 from backend.runtime.multi import MultiRuntime, Target, TargetState
 from backend.service import Backend
@@ -33,6 +34,11 @@ class SlowPing(MemoryRuntime):
         if self.unhealthy:
             raise_unavailable()
 
+    async def list_owned(self) -> list[OwnedWorkload]:
+        if self.unhealthy:
+            raise_unavailable()
+        return await super().list_owned()
+
 
 def raise_unavailable() -> None:
     from backend.errors import RuntimeUnavailable
@@ -41,7 +47,7 @@ def raise_unavailable() -> None:
 
 
 class World:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, persist: bool = False) -> None:
         self.now = 1000.0
         self.east, self.west = SlowPing(), SlowPing()
         self.runtime = MultiRuntime(
@@ -52,7 +58,7 @@ class World:
             clock=lambda: self.now,
         )
         settings.pool.max_sessions = 5
-        self.backend = Backend(settings, runtime=self.runtime, persist=False)
+        self.backend = Backend(settings, runtime=self.runtime, persist=persist)
 
 
 @pytest.fixture
