@@ -252,6 +252,7 @@ class Session:
             "standby": self.standby,
             "cull_at": self.cull_at(),
             "pod": self.pod,
+            "target": self.handle.extra.get("target") if self.handle else None,
         }
 
     @property

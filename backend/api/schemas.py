@@ -151,6 +151,9 @@ class SessionOut(BaseModel):
     tunnel: TunnelOut | None
     runtime_ref: str | None = Field(description="The pid (local) or Deployment name.")
     runtime: str | None
+    target: str | None = Field(
+        default=None, description='The target it runs on (runtime.kind = "multi"); else null.'
+    )
     last_error: str | None
     cleanup: str | None = Field(description="After termination: how its cleanup ended.")
     last_active_at: float | None = Field(

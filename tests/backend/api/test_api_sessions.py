@@ -39,6 +39,7 @@ SESSION_KEYS = {
     "standby",
     "cull_at",
     "pod",
+    "target",
 }
 
 
