@@ -76,6 +76,9 @@ class EventKind(str, Enum):
     FAILED_OVER = "failed_over"
     """A reuse of an unreachable session started a new workload on another target; the
     old one is removed when its target returns."""
+    DELETE_QUEUED = "delete_queued"
+    """A stop aimed at a lost target waits for it (kept in the store) and is retried with
+    backoff once it returns, then verified."""
     TARGET_STATE = "target_state"
     """A target's heartbeat state changed: data ``target``, ``state``, ``previous``."""
     LOG = "log"

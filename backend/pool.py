@@ -180,6 +180,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs, FailoverVerbs):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for record in self._records.values():
+            if record.stop_queued and record.stop_task is not None:
+                # Waits for a lost target: the store keeps it (terminating) for the next start.
+                record.stop_task.cancel()
         for record in list(self._records.values()):
             if stop_sessions and record.session.state.is_live:
                 self._begin_terminate(record, "backend shutting down", EventKind.TERMINATING)

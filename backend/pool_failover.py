@@ -19,11 +19,12 @@ Kept apart from ``pool.py`` like the other verb groups; ``SessionPool`` inherits
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from backend.cleanup import WorkloadStopper
+from backend.cleanup import StopOutcome, WorkloadStopper
 from backend.config import Settings
 from backend.errors import PodwardenError
 from backend.events import EventBus, EventKind
@@ -31,11 +32,19 @@ from backend.launcher import Launcher
 from backend.models import Session, SessionState, WorkloadHandle
 from backend.record import Flight, SessionRecord
 from backend.runtime.base import Runtime
+from backend.store import Store
 
 if TYPE_CHECKING:
     from backend.capacity import Capacity
 
-__all__ = ["FailoverVerbs", "target_of"]
+__all__ = ["REPLACED_FLAG", "STOP_RETRY_DELAYS", "FailoverVerbs", "target_of"]
+
+REPLACED_FLAG = "replaced_workloads"
+"""Store flag: the workloads replaced elsewhere during an outage (JSON list of handles), so
+a restart before their target returns still removes them."""
+
+STOP_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+"""Seconds between tries of a stop whose target answered but failed it."""
 
 
 def target_of(session: Session) -> str | None:
@@ -54,6 +63,7 @@ class FailoverVerbs:
     stopper: WorkloadStopper
     _records: dict[str, SessionRecord]
     _launcher: Launcher
+    store: Store | None
     _target_returned: dict[str, asyncio.Event]
     """Per target: set when it returns from lost (a reuse waiting for it wakes)."""
     replaced: list[WorkloadHandle]
@@ -70,6 +80,8 @@ class FailoverVerbs:
         def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
 
         def _begin_flight(self, record: SessionRecord, template: Any, how: str) -> None: ...
+
+        async def _terminate(self, record: SessionRecord, reason: str) -> None: ...
 
         def _begin_terminate(
             self, record: SessionRecord, reason: str, kind: EventKind | None
@@ -131,23 +143,114 @@ class FailoverVerbs:
                 target=target,
             )
             self._save(record)
-        replaced = self.replaced
-        mine = [h for h in replaced if h.extra.get("target") == target]
-        replaced[:] = [h for h in replaced if h.extra.get("target") != target]
-        for handle in mine:
-            sid = handle.extra.get("target_session") or handle.ref
+        for handle in [h for h in self.replaced if h.extra.get("target") == target]:
+            self.remove_replaced(handle)
+
+    def adopt_pending_stop(self, session: Session, reason: str) -> None:
+        """A stored stop aimed at a target that is still lost (a restart during the
+        outage): registered again, and carried out when the target returns."""
+        record = SessionRecord(session, primary=False)
+        self._records[session.session_id] = record
+        record.stop_task = self._spawn(
+            self._terminate(record, reason), f"stop {session.session_id} (queued)"
+        )
+
+    # ----------------------------------------------------------------- replaced workloads
+
+    def load_replaced(self) -> None:
+        """Read the replaced workloads a previous run left (before recovery)."""
+        if self.store is None:
+            return
+        raw = self.store.load_flags().get(REPLACED_FLAG)
+        if raw:
+            self.replaced[:] = [WorkloadHandle.from_dict(d) for d in json.loads(raw)]
+
+    def _save_replaced(self) -> None:
+        if self.store is not None:
+            value = json.dumps([h.to_dict() for h in self.replaced]) if self.replaced else None
+            self.store.set_flag(REPLACED_FLAG, value)
+
+    def is_replaced(self, handle: WorkloadHandle) -> bool:
+        """Whether ``handle`` (as a runtime lists it) is a workload replaced elsewhere."""
+        return any(_same(h, handle) for h in self.replaced)
+
+    def remove_replaced(self, listed: WorkloadHandle) -> None:
+        """Stop a replaced workload (its target answers now); forgotten once verified."""
+        target = listed.extra.get("target") or ""
+        sid = listed.extra.get("target_session") or listed.ref
+
+        async def remove() -> None:
             owner = self._records.get(sid)
-            user = owner.session.user if owner is not None else None
-            self._spawn(
-                self.stopper.stop(
-                    handle,
-                    session_id=sid,
-                    user=user,
-                    why=f"replaced on another target while {target} was lost",
-                    verified_kind=EventKind.CLEANUP_VERIFIED,
-                ),
-                f"remove replaced {sid} on {target}",
+            outcome = await self.stop_through_outage(
+                listed,
+                session_id=sid,
+                user=owner.session.user if owner is not None else None,
+                why=f"replaced on another target while {target} was lost",
             )
+            if outcome.verified:
+                self.replaced[:] = [h for h in self.replaced if not _same(h, listed)]
+                self._save_replaced()
+
+        self._spawn(remove(), f"remove replaced {sid} on {target}")
+
+    # ----------------------------------------------------------------- stops
+
+    async def stop_through_outage(
+        self,
+        handle: WorkloadHandle | None,
+        *,
+        session_id: str,
+        user: str | None,
+        why: str,
+        started: float | None = None,
+        record: SessionRecord | None = None,
+    ) -> StopOutcome:
+        """Stop a workload; one on a lost target waits for it to return (a
+        ``delete_queued`` event says so), then the stop is tried with backoff
+        (``STOP_RETRY_DELAYS``) until it is verified."""
+        is_lost = getattr(self.runtime, "is_lost", None)
+        target = (handle.extra.get("target") if handle is not None else None) or ""
+        queued = False
+        delays = iter(STOP_RETRY_DELAYS)
+        while True:
+            if handle is not None and is_lost is not None and is_lost(handle):
+                if self.capacity.closed:
+                    # Shutting down: the store keeps it (terminating) for the next start.
+                    raise asyncio.CancelledError
+                if not queued:
+                    queued = True
+                    if record is not None:
+                        record.stop_queued = True
+                        record.session.phase = f"delete queued: target {target} is lost"
+                    self.bus.publish(
+                        EventKind.DELETE_QUEUED,
+                        f"{session_id}: target {target} is lost; the stop ({why}) is kept "
+                        "and retried when it returns",
+                        session_id=session_id,
+                        user=user,
+                        target=target,
+                    )
+                await self._returned(target).wait()
+                if record is not None:
+                    record.stop_queued = False
+                    record.session.phase = "terminating"
+                continue
+            outcome = await self.stopper.stop(
+                handle,
+                session_id=session_id,
+                user=user,
+                why=why,
+                verified_kind=EventKind.CLEANUP_VERIFIED,
+                started=started,
+            )
+            if outcome.verified or is_lost is None or handle is None:
+                return outcome
+            if is_lost(handle):
+                continue  # lost while stopping: wait for it again
+            delay = next(delays, None)
+            if delay is None:
+                return outcome
+            await asyncio.sleep(delay)
 
     async def _reopen_tunnel(self, record: SessionRecord) -> None:
         try:
@@ -180,6 +283,7 @@ class FailoverVerbs:
         handle, session.handle = session.handle, None
         if handle is not None:
             self.replaced.append(handle)
+            self._save_replaced()
             forget = getattr(self.runtime, "forget", None)
             if forget is not None:
                 forget(handle)
@@ -200,3 +304,10 @@ class FailoverVerbs:
         )
         self._begin_flight(record, template, "fresh")
         return record.flight
+
+
+def _same(a: WorkloadHandle, b: WorkloadHandle) -> bool:
+    return (a.extra.get("target"), a.extra.get("target_session") or a.ref) == (
+        b.extra.get("target"),
+        b.extra.get("target_session") or b.ref,
+    )

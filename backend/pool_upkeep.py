@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from backend.cleanup import WorkloadStopper
+from backend.cleanup import StopOutcome, WorkloadStopper
 from backend.config import Settings
 from backend.errors import RuntimeUnavailable, StartError
 from backend.events import EventBus, EventKind
@@ -85,6 +85,17 @@ class UpkeepVerbs:
 
         def _withdrawn(self, *, deleted: bool = False) -> Exception: ...
 
+        async def stop_through_outage(
+            self,
+            handle: WorkloadHandle | None,
+            *,
+            session_id: str,
+            user: str | None,
+            why: str,
+            started: float | None = None,
+            record: SessionRecord | None = None,
+        ) -> StopOutcome: ...
+
     # ----------------------------------------------------------------- terminate
 
     def delete(self, session_id: str, reason: str = "deleted") -> Session:
@@ -149,13 +160,13 @@ class UpkeepVerbs:
             await asyncio.gather(flight.task, return_exceptions=True)
         await self._launcher.close_tunnel(record)
         handle, session.handle = session.handle, None
-        outcome = await self.stopper.stop(
+        outcome = await self.stop_through_outage(
             handle,
             session_id=session.session_id,
             user=session.user,
             why=reason,
-            verified_kind=EventKind.CLEANUP_VERIFIED,
             started=started,
+            record=record,
         )
         self._launcher.release_port(record)
         record.credentials = {}

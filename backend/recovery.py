@@ -51,6 +51,9 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         owned, unlisted = await reachable()
     else:
         owned = await pool.runtime.list_owned()
+    for workload in [w for w in owned if pool.is_replaced(w.handle)]:
+        pool.remove_replaced(workload.handle)  # replaced elsewhere during an outage
+    owned = [w for w in owned if not pool.is_replaced(w.handle)]
     owned_ids = {w.session_id for w in owned}
     max_sessions = pool.settings.pool.max_sessions
 
@@ -116,6 +119,12 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
         target = row.handle.extra.get("target") if row.handle is not None else None
         if target in unlisted and row.state.is_live and row.state is not SessionState.STARTING:
             _adopt_unreachable(pool, row, str(target))
+            report.unreachable.append(session_id)
+            continue
+        if target in unlisted and row.state is SessionState.TERMINATING:
+            pool.adopt_pending_stop(
+                _session_from_row(row, SessionState.TERMINATING), "deleted during an outage"
+            )
             report.unreachable.append(session_id)
             continue
         if row.state.is_live:

@@ -171,6 +171,7 @@ class Backend:
             self.store.open()
             self._tasks.append(self._guarded(self._persist_events(), "event store"))
             self.pool.drain = DrainState.from_flag(self.store.load_flags().get(DRAIN_FLAG))
+        self.pool.load_replaced()
         adopt_unknown = True
         if self.settings.runtime.kind == "kubernetes":
             adopt_unknown = self.settings.runtime.kubernetes.unknown_workloads == "adopt"

@@ -219,6 +219,13 @@ class MultiRuntime:
         """Who to tell when a target is lost (name, why) and when it answers again."""
         self._on_lost, self._on_back = lost, back
 
+    def is_lost(self, handle: WorkloadHandle) -> bool:
+        """Whether the target holding ``handle`` is lost now."""
+        try:
+            return self._route(handle).state is TargetState.LOST
+        except RuntimeUnavailable:
+            return False
+
     def forget(self, handle: WorkloadHandle) -> None:
         """A workload on a lost target was replaced elsewhere: its session no longer counts
         there (it is stopped, through ``stop``, when the target returns)."""

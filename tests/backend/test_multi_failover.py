@@ -152,3 +152,91 @@ async def test_a_restart_during_an_outage_keeps_the_lost_targets_sessions(
     finally:
         await second.backend.stop(stop_sessions=True)
     assert not first.east.workloads and not first.west.workloads
+
+
+async def test_a_delete_during_the_outage_is_queued_and_verified_on_return(
+    world: World,
+) -> None:
+    pool, bus = world.backend.pool, world.backend.bus
+    first = await pool.acquire("ada")
+    sid = first.session.session_id
+    await lose_east(world)
+    with bus.subscribe(kinds={EventKind.DELETE_QUEUED, EventKind.CLEANUP_VERIFIED}) as sub:
+        pool.delete(sid)  # the API answers 202 here
+        queued = await asyncio.wait_for(sub.get(), 5)
+        assert queued is not None and queued.kind is EventKind.DELETE_QUEUED
+        session = pool.get(sid)
+        assert session.state is SessionState.TERMINATING
+        assert session.phase == "delete queued: target east is lost"
+        assert sid in world.east.workloads, "nothing reached the lost target"
+        await bring_back_east(world)
+        verified = await asyncio.wait_for(sub.get(), 5)
+        assert verified is not None and verified.kind is EventKind.CLEANUP_VERIFIED
+    assert not world.east.workloads
+    assert pool.get(sid).state is SessionState.TERMINATED
+
+
+def restarted(first: World, settings: Settings) -> World:
+    """A second podwarden on the same children and state directory."""
+    second = World(settings, persist=True)
+    second.east, second.west = first.east, first.west
+    for name, child in (("east", first.east), ("west", first.west)):
+        second.runtime.targets[name].runtime = child
+    second.backend = type(first.backend)(settings, runtime=second.runtime)
+    return second
+
+
+async def test_a_queued_delete_survives_a_restart_during_the_outage(settings: Settings) -> None:
+    first = World(settings, persist=True)
+    await first.backend.start()
+    sid = (await first.backend.pool.acquire("ada")).session.session_id
+    await lose_east(first)
+    first.backend.pool.delete(sid)
+    await first.backend.stop()  # the queued stop is left to the next start
+    assert sid in first.east.workloads
+
+    second = restarted(first, settings)
+    await asyncio.wait_for(second.backend.start(), 10)
+    try:
+        assert second.backend.pool.get(sid).state is SessionState.TERMINATING
+        with second.backend.bus.subscribe(kinds={EventKind.CLEANUP_VERIFIED}) as sub:
+            first.east.unhealthy = False
+            await second.runtime.heartbeat_once()
+            verified = await asyncio.wait_for(sub.get(), 5)
+        assert verified is not None and verified.session_id == sid
+        assert not first.east.workloads
+        assert second.backend.store is not None
+        record = second.backend.pool.record(sid)
+        if record is not None and record.stop_task is not None:
+            await record.stop_task
+        await second.backend.store.flush()
+        assert sid not in {s.session_id for s in second.backend.store.load_sessions()}
+    finally:
+        await second.backend.stop(stop_sessions=True)
+
+
+async def test_a_workload_replaced_during_the_outage_goes_after_a_restart(
+    settings: Settings,
+) -> None:
+    settings.runtime.failover_wait = 0.0
+    first = World(settings, persist=True)
+    await first.backend.start()
+    sid = (await first.backend.pool.acquire("ada")).session.session_id
+    await lose_east(first)
+    moved = await first.backend.pool.acquire("ada")
+    assert moved.is_new_session and sid in first.west.workloads and sid in first.east.workloads
+    await first.backend.stop()
+
+    first.east.unhealthy = False  # east is back by the time podwarden restarts
+    second = restarted(first, settings)
+    with second.backend.bus.subscribe(kinds={EventKind.CLEANUP_VERIFIED}) as sub:
+        await asyncio.wait_for(second.backend.start(), 10)
+        try:
+            verified = await asyncio.wait_for(sub.get(), 5)
+            assert verified is not None and verified.session_id == sid
+            assert sid not in first.east.workloads and sid in first.west.workloads
+            session = second.backend.pool.get(sid)
+            assert session.handle is not None and session.handle.extra["target"] == "west"
+            assert second.backend.pool.replaced == []
+        finally:
+            await second.backend.stop(stop_sessions=True)
