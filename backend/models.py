@@ -252,8 +252,13 @@ class Session:
             "standby": self.standby,
             "cull_at": self.cull_at(),
             "pod": self.pod,
-            "target": self.handle.extra.get("target") if self.handle else None,
+            "target": self.target,
         }
+
+    @property
+    def target(self) -> str | None:
+        """The target its workload runs on (``runtime.kind = "multi"``), else None."""
+        return self.handle.extra.get("target") if self.handle is not None else None
 
     @property
     def pod(self) -> str | None:

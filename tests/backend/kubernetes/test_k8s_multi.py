@@ -195,3 +195,28 @@ async def test_hundred_concurrent_creates_split_evenly_over_two_clusters(
         assert isinstance(child, KubernetesRuntime) and child.client is not None
         heartbeat_calls[name] = child.client.calls["get version"]
     print(f"100 creates on two clusters ready in {took:.1f}s; heartbeats {heartbeat_calls}")
+
+
+async def test_a_delete_during_the_outage_lands_after_the_return(two_clusters: Backend) -> None:
+    backend = two_clusters
+    runtime = backend.runtime
+    assert isinstance(runtime, MultiRuntime)
+    await wait_state(backend, "east", "healthy", 10)
+    results = await asyncio.gather(*(backend.pool.acquire(f"del{i}") for i in range(2)))
+    victim = next(r.session for r in results if r.session.target == "east")
+    kinds = {EventKind.DELETE_QUEUED, EventKind.CLEANUP_VERIFIED}
+    with backend.bus.subscribe(kinds=kinds) as sub:
+        with stopped(apiserver_pid(FIRST or "")):
+            await wait_state(backend, "east", "lost", 10)
+            backend.pool.delete(victim.session_id)  # the API's 202
+            queued = await asyncio.wait_for(sub.get(), 10)
+            assert queued is not None and queued.kind is EventKind.DELETE_QUEUED
+            assert victim.state.value == "terminating"
+        verified = await asyncio.wait_for(sub.get(), 60)
+    assert verified is not None and verified.kind is EventKind.CLEANUP_VERIFIED
+    assert verified.session_id == victim.session_id
+    assert "Deployment" in verified.data["verified_kinds"]
+    east = runtime.targets["east"].runtime
+    assert isinstance(east, KubernetesRuntime)
+    assert victim.session_id not in await east.inventory()
+    assert victim.state.value == "terminated"
