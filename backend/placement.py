@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TargetView", "choose", "is_target_fault", "missing_label"]
+from backend.errors import InvalidRequest
+from backend.templates import Template
+
+__all__ = ["TargetView", "check_labels", "choose", "is_target_fault", "missing_label"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,33 @@ def missing_label(targets: Sequence[TargetView], requires: Mapping[str, str]) ->
         if not any(t.labels.get(key) == value for t in targets):
             return f"{key}={value}"
     return None
+
+
+def check_labels(
+    targets: Sequence[TargetView], template: Template, requires: Mapping[str, str]
+) -> None:
+    """Raise ``InvalidRequest`` (422) naming the first label, of the request
+    (``requires.KEY``) or of the template, that no target the template may use carries."""
+    allowed = set(template.targets)
+    views = [v for v in targets if not allowed or v.name in allowed]
+    for source, labels in (("requires", requires), ("template", template.requires)):
+        missing = missing_label(views, labels)
+        if missing is None:
+            continue
+        key, value = missing.split("=", 1)
+        have = "; ".join(
+            f"{v.name}: " + (", ".join(f"{k}={x}" for k, x in sorted(v.labels.items())) or "-")
+            for v in views
+        )
+        if source == "requires":
+            raise InvalidRequest(
+                f"requires.{key}", f"no target has the label {key}={value}; targets: {have}"
+            )
+        raise InvalidRequest(
+            "template",
+            f"no target has the label {key}={value} (required by template "
+            f"{template.name!r}); targets: {have}",
+        )
 
 
 def choose(

@@ -308,23 +308,6 @@ class SessionPool(UpkeepVerbs, PolicyVerbs, FailoverVerbs):
         flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait, requires=labels)
         return await self._join(flight, wait, started)
 
-    def _check_requirements(
-        self, template: Template, requires: dict[str, str] | None
-    ) -> dict[str, str]:
-        """The request's label requirements, checked against what the targets carry."""
-        labels = dict(requires or {})
-        check = getattr(self.runtime, "check_requirements", None)
-        if check is not None:
-            check(template, labels)
-        elif labels:
-            key, value = sorted(labels.items())[0]
-            raise InvalidRequest(
-                f"requires.{key}",
-                f"no target has the label {key}={value} (the {self.runtime.name} runtime "
-                'has no targets; labels need runtime.kind = "multi")',
-            )
-        return labels
-
     def reuse_at_once(
         self,
         user: str,

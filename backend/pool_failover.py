@@ -1,4 +1,5 @@
-"""Failover: what the pool does with the sessions of a target that is lost, and back.
+"""Targets: label requirements, and what the pool does with the sessions of a target
+that is lost, and back (failover).
 
 A ``MultiRuntime`` tells the pool when a target is lost and when it answers again. The
 pool then:
@@ -26,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from backend.cleanup import StopOutcome, WorkloadStopper
 from backend.config import Settings
-from backend.errors import PodwardenError
+from backend.errors import InvalidRequest, PodwardenError
 from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.models import Session, SessionState, WorkloadHandle
 from backend.record import Flight, SessionRecord
 from backend.runtime.base import Runtime
 from backend.store import Store
+from backend.templates import Template
 
 if TYPE_CHECKING:
     from backend.capacity import Capacity
@@ -92,6 +94,25 @@ class FailoverVerbs:
         if event is None:
             event = self._target_returned[target] = asyncio.Event()
         return event
+
+    # ----------------------------------------------------------------- placement
+
+    def _check_requirements(
+        self, template: Template, requires: dict[str, str] | None
+    ) -> dict[str, str]:
+        """The request's label requirements, checked against what the targets carry."""
+        labels = dict(requires or {})
+        check = getattr(self.runtime, "check_requirements", None)
+        if check is not None:
+            check(template, labels)
+        elif labels:
+            key, value = sorted(labels.items())[0]
+            raise InvalidRequest(
+                f"requires.{key}",
+                f"no target has the label {key}={value} (the {self.runtime.name} runtime "
+                'has no targets; labels need runtime.kind = "multi")',
+            )
+        return labels
 
     # ----------------------------------------------------------------- from the runtime
 

@@ -24,13 +24,9 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from backend.errors import (
-    InvalidRequest,
     NoTarget,
     PodwardenError,
     RuntimeUnavailable,
@@ -38,108 +34,31 @@ from backend.errors import (
 )
 from backend.events import EventBus, EventKind
 from backend.models import WorkloadHandle
-from backend.placement import TargetView, choose, is_target_fault, missing_label
+from backend.placement import check_labels, choose, is_target_fault
 from backend.runtime.base import (
     CleanupReport,
     OwnedWorkload,
     PhaseCallback,
     ProbeResult,
-    Runtime,
     RuntimeHealth,
     Tunnel,
     WorkloadLostCallback,
     WorkloadMovedCallback,
     WorkloadSpec,
 )
+from backend.runtime.targets import (
+    SESSION_KEY,
+    TARGET_KEY,
+    Target,
+    TargetState,
+    tag,
+    untag,
+)
 from backend.templates import Template
 
 __all__ = ["MultiRuntime", "Target", "TargetState"]
 
 log = logging.getLogger(__name__)
-
-TARGET_KEY = "target"
-SESSION_KEY = "target_session"
-
-
-class TargetState(str, Enum):
-    """How a target answers its heartbeats."""
-
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    """Slow (over ``degraded_latency``) or its last heartbeat failed."""
-    LOST = "lost"
-    """No successful heartbeat for ``target_lost_after``: takes no new sessions."""
-
-
-@dataclass
-class Target:
-    """One target: its child runtime, what runs there, and how it answers."""
-
-    name: str
-    runtime: Runtime
-    capacity: int
-    weight: float = 1.0
-    labels: dict[str, str] = field(default_factory=dict)
-    workdir_root: Path | None = None
-    """Local targets: where session working directories go (each target its own)."""
-    sessions: dict[str, str] = field(default_factory=dict)
-    """Session id -> user of every workload placed here (starting ones too)."""
-    state: TargetState = TargetState.HEALTHY
-    latency_s: float | None = None
-    last_contact: float | None = None
-    """Wall-clock time of the last successful heartbeat."""
-    last_error: str = ""
-    failing_since: float | None = None
-    """Wall-clock time of the first failed heartbeat since the last good one."""
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-
-    def view(self) -> TargetView:
-        users: dict[str, int] = {}
-        for user in self.sessions.values():
-            if user:
-                users[user] = users.get(user, 0) + 1
-        return TargetView(
-            self.name,
-            self.capacity,
-            self.weight,
-            len(self.sessions),
-            self.labels,
-            users,
-            self.state is not TargetState.LOST,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "runtime": self.runtime.describe(),
-            "state": self.state.value,
-            "active_sessions": len(self.sessions),
-            "max_sessions": self.capacity,
-            "weight": self.weight,
-            "labels": dict(self.labels),
-            "latency_ms": None if self.latency_s is None else round(self.latency_s * 1000, 3),
-            "last_contact": self.last_contact,
-            "last_error": self.last_error,
-            "heartbeats": self.heartbeats,
-            "heartbeat_failures": self.heartbeat_failures,
-        }
-
-
-def tag(handle: WorkloadHandle, target: str, session_id: str) -> WorkloadHandle:
-    """The child's handle with the target (and session) it belongs to."""
-    extra = dict(handle.extra)
-    extra[TARGET_KEY] = target
-    extra[SESSION_KEY] = session_id
-    return dataclasses.replace(handle, extra=extra)
-
-
-def untag(handle: WorkloadHandle) -> WorkloadHandle:
-    """The handle as the child made it."""
-    if TARGET_KEY not in handle.extra and SESSION_KEY not in handle.extra:
-        return handle
-    extra = {k: v for k, v in handle.extra.items() if k not in (TARGET_KEY, SESSION_KEY)}
-    return dataclasses.replace(handle, extra=extra)
 
 
 class MultiRuntime:
@@ -269,26 +188,8 @@ class MultiRuntime:
     # ------------------------------------------------------------------ placement
     def check_requirements(self, template: Template, requires: Mapping[str, str]) -> None:
         """Raise ``InvalidRequest`` (422) naming a required label no target carries."""
-        views = [t.view() for t in self.targets.values()]
-        allowed = set(template.targets)
-        if allowed:
-            views = [v for v in views if v.name in allowed]
-        for source, labels in (("requires", requires), ("template", template.requires)):
-            missing = missing_label(views, labels)
-            if missing is not None:
-                key, value = missing.split("=", 1)
-                field_name = f"requires.{key}" if source == "requires" else "template"
-                have = "; ".join(
-                    f"{v.name}: "
-                    + (", ".join(f"{k}={x}" for k, x in sorted(v.labels.items())) or "no labels")
-                    for v in views
-                )
-                raise InvalidRequest(
-                    field_name,
-                    f"no target has the label {key}={value}"
-                    + (f" (required by template {template.name!r})" if source == "template" else "")
-                    + f"; targets: {have}",
-                )
+        if requires or template.requires:
+            check_labels([t.view() for t in self.targets.values()], template, requires)
 
     def _choose(self, spec: WorkloadSpec, exclude: set[str]) -> Target | None:
         requires = {**spec.template.requires, **spec.requires}
@@ -514,13 +415,18 @@ class MultiRuntime:
             if isinstance(answer, BaseException):
                 why = answer.message if isinstance(answer, PodwardenError) else repr(answer)
                 raise RuntimeUnavailable(f"target {target.name}: {why}") from answer
-            for w in answer:
-                handle = tag(w.handle, target.name, w.session_id)
-                owned.append(dataclasses.replace(w, handle=handle))
-                if w.session_id not in self._placed:
-                    target.sessions[w.session_id] = w.user
-                    self._placed[w.session_id] = target.name
+            owned += self._listed(target, answer)
         return owned
+
+    def _listed(self, target: Target, workloads: list[OwnedWorkload]) -> list[OwnedWorkload]:
+        """A target's listed workloads, tagged with it and counted there."""
+        listed = []
+        for w in workloads:
+            listed.append(dataclasses.replace(w, handle=tag(w.handle, target.name, w.session_id)))
+            if w.session_id not in self._placed:
+                target.sessions[w.session_id] = w.user
+                self._placed[w.session_id] = target.name
+        return listed
 
     async def list_reachable(self) -> tuple[list[OwnedWorkload], set[str]]:
         """``list_owned`` of every target that answers within ``target_lost_after``, and
@@ -547,12 +453,7 @@ class MultiRuntime:
                 self._set_state(target, TargetState.LOST)
                 unlisted.add(target.name)
                 continue
-            for w in answer:
-                handle = tag(w.handle, target.name, w.session_id)
-                owned.append(dataclasses.replace(w, handle=handle))
-                if w.session_id not in self._placed:
-                    target.sessions[w.session_id] = w.user
-                    self._placed[w.session_id] = target.name
+            owned += self._listed(target, answer)
         return owned, unlisted
 
     def remember(self, handle: WorkloadHandle, session_id: str, user: str) -> None:
