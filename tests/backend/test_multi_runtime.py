@@ -14,6 +14,8 @@ import pytest
 from backend.config import Settings
 from backend.errors import InvalidRequest, StartError
 from backend.events import EventKind
+from backend.models import WorkloadHandle
+from backend.runtime.base import PhaseCallback, WorkloadSpec
 from backend.runtime.memory import MemoryRuntime
 from backend.runtime.multi import MultiRuntime, Target
 from backend.service import Backend
@@ -177,3 +179,41 @@ async def test_readoption_finds_the_sessions_of_every_target(settings: Settings)
     finally:
         await backend.stop(stop_sessions=True)
     assert not any(c.workloads for c in children.values())
+
+
+class Unschedulable(MemoryRuntime):
+    """A target whose cluster refuses to schedule the next ``refusals`` pods."""
+
+    refusals = 0
+
+    async def wait_ready(
+        self, handle: WorkloadHandle, spec: WorkloadSpec, timeout: float, on_phase: PhaseCallback
+    ) -> WorkloadHandle:
+        if self.refusals:
+            self.refusals -= 1
+            raise StartError("Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.")
+        return await super().wait_ready(handle, spec, timeout, on_phase)
+
+
+async def test_an_unschedulable_pod_moves_the_session_once_to_another_target(
+    settings: Settings,
+) -> None:
+    east, west = Unschedulable(), Unschedulable()
+    runtime = MultiRuntime([Target("east", east, 5), Target("west", west, 5)])
+    backend = await started(settings, runtime)
+    settings.pool.start_attempts = 1
+    east.refusals = 1
+    try:
+        with backend.bus.subscribe(kinds={EventKind.START_RETRY}) as sub:
+            result = await backend.pool.acquire("ada")
+            event = await asyncio.wait_for(sub.get(), 5)
+        assert event is not None and "Unschedulable" in event.message
+        assert result.session.target == "west"
+        assert not east.workloads, "the refused one was removed there"
+        assert list(west.workloads) == [result.session.session_id]
+        east.refusals = west.refusals = 1  # both refuse: moved once, then it fails
+        with pytest.raises(StartError, match="Unschedulable"):
+            await backend.pool.acquire("bob")
+        assert len(east.workloads) + len(west.workloads) == 1, "nothing of bob's is left"
+    finally:
+        await backend.stop(stop_sessions=True)
