@@ -108,6 +108,10 @@ class MainScreen(Screen[None]):
             per_user = health.get("max_sessions_per_user") or health.get("max_sessions")
             g.per_user_max = int(per_user or 0)
             self.status.orphans = len(health.get("orphans") or ())
+            g.targets = tuple(
+                (str(t["name"]), str(t["state"]), int(t["active_sessions"]), int(t["max_sessions"]))
+                for t in health.get("targets") or ()
+            )
         counts = view.user_counts()
         self.gauges.users = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         selected = self.table.selected_id

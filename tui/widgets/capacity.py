@@ -1,4 +1,5 @@
-"""Capacity gauges: how full the pool is, in total and per user, as number *and* bar.
+"""Capacity gauges: how full the pool is, in total, per user and (several targets) per
+target, as number *and* bar.
 
 ``7/10 70%`` is what operators read; the bar is for the glance. Per-user gauges show the
 busiest users first and say how many more there are, because with hundreds of users a
@@ -41,6 +42,11 @@ class CapacityGauges(Widget):
     """The per-user limit."""
     users: reactive[tuple[tuple[str, int], ...]] = reactive(())
     """(user, live sessions), busiest first."""
+    targets: reactive[tuple[tuple[str, str, int, int], ...]] = reactive(())
+    """(target, state, sessions, capacity) of a multi-target pool; empty: one runtime."""
+
+    def watch_targets(self, targets: tuple[tuple[str, str, int, int], ...]) -> None:
+        self.styles.height = 3 if targets else 2
 
     def render(self) -> Text:
         width = max(20, (self.size.width or 80))
@@ -78,4 +84,11 @@ class CapacityGauges(Widget):
             shown += 1
         if not self.users:
             text.append("none", style="dim")
+        if self.targets:
+            text.append("\n")
+            text.append("Sites ", style="bold")
+            for name, state, count, capacity in self.targets:
+                style = {"lost": "bold red", "degraded": "yellow"}.get(state, "")
+                text.append(f"{clip(name, 12)} {gauge_bar(count, capacity, 5)} {count}/{capacity}")
+                text.append(f" {state}  " if state != "healthy" else "  ", style=style)
         return text
