@@ -73,6 +73,16 @@ class Capacity:
         self._idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
         """Set when the pool shuts down: waiters give up."""
+        self.limit_of: Callable[[], int] | None = None
+        """The runtime's own bound on live sessions now (a multi-target pool: the room of
+        the targets not lost); None: only ``max_sessions``."""
+
+    @property
+    def max_sessions(self) -> int:
+        """Live sessions allowed now: ``max_sessions``, lower while targets are lost."""
+        if self.limit_of is None:
+            return self.settings.max_sessions
+        return min(self.settings.max_sessions, self.limit_of())
 
     # ----------------------------------------------------------------- counts
 
@@ -101,7 +111,7 @@ class Capacity:
 
     def take_free(self, session_of: str) -> bool:
         """Take a slot for a standby session only if one is free and nobody waits."""
-        if self.closed or self._waiting() or self.live >= self.settings.max_sessions:
+        if self.closed or self._waiting() or self.live >= self.max_sessions:
             return False
         self.take(session_of)
         return True
@@ -202,7 +212,7 @@ class Capacity:
 
     def _grant(self, user: str) -> tuple[bool, Session | None]:
         """Take a slot for ``user`` now if the policy allows; maybe by evicting (returned)."""
-        if self.live < self.settings.max_sessions:
+        if self.live < self.max_sessions:
             self.take(user)
             return True, None
         spare = self.standby_victim()
@@ -258,7 +268,7 @@ class Capacity:
         self._queue.append(waiter)
         self.bus.publish(
             EventKind.QUEUED,
-            f"{user} waits for room in the pool ({self.live}/{pool.max_sessions} active, "
+            f"{user} waits for room in the pool ({self.live}/{self.max_sessions} active, "
             f"{self.queued} waiting)",
             user=user,
         )
@@ -364,7 +374,7 @@ class Capacity:
     def message(self) -> str:
         pool = self.settings
         return (
-            f"the pool is full ({self.live}/{pool.max_sessions}) and no session may be "
+            f"the pool is full ({self.live}/{self.max_sessions}) and no session may be "
             f"evicted (policy {pool.when_full}, min_idle_before_evict "
             f"{pool.min_idle_before_evict:g}s); retry later or delete a session"
         )

@@ -60,7 +60,7 @@ def _add_common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
     )
     group.add_argument(
         "--runtime",
-        choices=("local", "kubernetes"),
+        choices=("local", "kubernetes", "multi"),
         default=default(None),
         help="what runs sessions",
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -30,6 +31,7 @@ __all__ = [
     "PoolSettings",
     "RuntimeSettings",
     "Settings",
+    "TargetSettings",
     "TunnelSettings",
     "apply_overrides",
     "default_state_dir",
@@ -168,14 +170,58 @@ class KubernetesSettings:
     gone either way."""
 
 
+TARGET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+"""A target name: a short DNS label, so it can sit in labels, metrics and events."""
+
+
+@dataclass
+class TargetSettings:
+    """One place sessions run when ``runtime.kind = "multi"``: a cluster or this host."""
+
+    kind: str = "kubernetes"
+    """``kubernetes`` (a cluster) or ``local`` (processes on this host)."""
+    kubeconfig: str = ""
+    """Kubernetes: path of the kubeconfig; empty: ``runtime.kubernetes.kubeconfig``, then
+    ``$KUBECONFIG`` or ``~/.kube/config``."""
+    context: str = ""
+    """Kubernetes: the kubeconfig context; empty: the current one. Must exist."""
+    namespace: str = ""
+    """Kubernetes: namespace of the sessions; empty: ``runtime.kubernetes.namespace``."""
+    max_sessions: int = 10
+    """Live sessions this target holds at most."""
+    weight: float = 1.0
+    """Share of new sessions relative to the other targets (a finite number > 0)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Labels a template or request may require (``zone = "east"``)."""
+
+
 @dataclass
 class RuntimeSettings:
     """Which runtime runs the sessions."""
 
     kind: str = "local"
-    """``local`` (a process per session) or ``kubernetes``."""
+    """``local`` (a process per session), ``kubernetes``, or ``multi`` (several
+    ``targets``, each a cluster or the local runtime)."""
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
-    """Settings of the Kubernetes runtime."""
+    """Settings of the Kubernetes runtime (with ``multi``: the defaults of each cluster
+    target)."""
+    targets: dict[str, TargetSettings] = field(default_factory=dict)
+    """With ``kind = "multi"``: the targets by name (``[runtime.targets.east]``)."""
+    heartbeat_interval: float = 5.0
+    """With ``multi``: seconds between health checks (an API round trip) of each target."""
+    degraded_latency: float = 1.0
+    """With ``multi``: a heartbeat slower than this many seconds makes a target degraded."""
+    target_lost_after: float = 15.0
+    """With ``multi``: seconds without a successful heartbeat after which a target is lost
+    (its capacity leaves the pool's total, its sessions are ``unreachable``)."""
+    failover_wait: float = 1.0
+    """With ``multi``: seconds a reuse of an unreachable session waits for its target to
+    return before a new session is started on another target (``is_new_session``)."""
+
+    @property
+    def total_capacity(self) -> int:
+        """With ``multi``: the sum of the targets' ``max_sessions``."""
+        return sum(t.max_sessions for t in self.targets.values())
 
 
 @dataclass
@@ -193,10 +239,22 @@ class Settings:
     default_template: str = "demo"
     """Template used when a request names none."""
 
+    @property
+    def local_only(self) -> bool:
+        """True when every session runs on this host (templates need a command)."""
+        runtime = self.runtime
+        if runtime.kind == "multi":
+            return all(t.kind == "local" for t in runtime.targets.values())
+        return runtime.kind == "local"
+
     def validate(self) -> None:
         """Raise ``ConfigError`` for values that are well-typed but unusable together."""
         _check_numbers("", self)
+        _check_targets(self)
         pool = self.pool
+        if self.runtime.kind == "multi" and self.runtime.targets:
+            # [pool] max_sessions may cap the targets' sum lower, never raise it.
+            pool.max_sessions = min(pool.max_sessions, self.runtime.total_capacity)
         _positive("pool.max_sessions", pool.max_sessions)
         if pool.max_sessions_per_user is not None:
             _positive("pool.max_sessions_per_user", pool.max_sessions_per_user)
@@ -217,7 +275,7 @@ class Settings:
         _check_policies(self)
         _choice("pool.when_full", pool.when_full, WHEN_FULL)
         _choice("pool.on_refresh_failure", pool.on_refresh_failure, ON_REFRESH_FAILURE)
-        _choice("runtime.kind", self.runtime.kind, ("local", "kubernetes"))
+        _choice("runtime.kind", self.runtime.kind, ("local", "kubernetes", "multi"))
         _choice(
             "runtime.kubernetes.delete_propagation",
             self.runtime.kubernetes.delete_propagation,
@@ -246,7 +304,7 @@ class Settings:
             if not 1 <= template.port <= 65535:
                 raise ConfigError(f"templates.{name}.port", "must be a port number 1-65535")
             _choice(f"templates.{name}.readiness", template.readiness, ("tcp", "http"))
-            if self.runtime.kind == "local" and not template.command and not template.image:
+            if self.local_only and not template.command and not template.image:
                 raise ConfigError(f"templates.{name}", "needs a command (local runtime)")
             _check_template_safety(f"templates.{name}", template)
         if self.default_template not in self.templates:
@@ -269,6 +327,9 @@ POSITIVE_KEYS = frozenset(
         "header_timeout",
         "max_connections",
         "activity_interval",
+        "heartbeat_interval",
+        "degraded_latency",
+        "target_lost_after",
     }
 )
 """Numeric fields (by name, wherever they sit) for which zero makes no sense."""
@@ -293,6 +354,81 @@ def _check_numbers(prefix: str, target: Any) -> None:
                 raise ConfigError(key, f"must be >= 0, got {value:g}")
             if value == 0 and f.name in POSITIVE_KEYS:
                 raise ConfigError(key, "must be > 0")
+
+
+def _check_targets(settings: Settings) -> None:
+    """Multi-target settings: names, kinds, weights, contexts and template references."""
+    runtime = settings.runtime
+    if runtime.kind != "multi":
+        if runtime.targets:
+            first = min(runtime.targets)
+            raise ConfigError(
+                f"runtime.targets.{first}",
+                f'targets need runtime.kind = "multi" (it is {runtime.kind!r})',
+            )
+        return
+    if not runtime.targets:
+        raise ConfigError(
+            "runtime.targets",
+            'runtime.kind = "multi" needs at least one [runtime.targets.NAME] table',
+        )
+    for name, target in runtime.targets.items():
+        key = f"runtime.targets.{name}"
+        if not TARGET_NAME.match(name):
+            raise ConfigError(
+                key, "target names are 1-32 lowercase letters, digits and '-' (a DNS label)"
+            )
+        _choice(f"{key}.kind", target.kind, ("kubernetes", "local"))
+        _positive(f"{key}.max_sessions", target.max_sessions)
+        if not (math.isfinite(target.weight) and target.weight > 0):
+            raise ConfigError(f"{key}.weight", f"must be a finite number > 0, got {target.weight}")
+        if target.kind == "kubernetes" and target.context:
+            _check_context(key, target, runtime.kubernetes)
+    for name, template in settings.templates.items():
+        for i, target_name in enumerate(template.targets):
+            if target_name not in runtime.targets:
+                known = ", ".join(sorted(runtime.targets))
+                raise ConfigError(
+                    f"templates.{name}.targets[{i}]",
+                    f"unknown target {target_name!r} (known: {known})",
+                )
+        for label, value in template.requires.items():
+            if not any(t.labels.get(label) == value for t in runtime.targets.values()):
+                raise ConfigError(
+                    f"templates.{name}.requires.{label}",
+                    f"no target has the label {label} = {value!r}",
+                )
+
+
+def _check_context(key: str, target: TargetSettings, kube: KubernetesSettings) -> None:
+    """The target's context must be in its kubeconfig (read as kubectl would)."""
+    source = target.kubeconfig or kube.kubeconfig or os.environ.get("KUBECONFIG", "")
+    if not source:
+        default = Path.home() / ".kube" / "config"
+        source = str(default) if default.exists() else ""
+    if not source:
+        raise ConfigError(
+            f"{key}.context",
+            f"context {target.context!r} needs a kubeconfig; set {key}.kubeconfig",
+        )
+    names: set[str] = set()
+    for path in source.split(os.pathsep):
+        try:
+            import yaml
+
+            data = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{key}.kubeconfig", f"file {path!r} does not exist") from None
+        except Exception as e:  # unreadable or not YAML
+            raise ConfigError(f"{key}.kubeconfig", f"cannot read {path!r}: {e}") from None
+        for context in data.get("contexts") or [] if isinstance(data, dict) else []:
+            if isinstance(context, dict) and context.get("name"):
+                names.add(str(context["name"]))
+    if target.context not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ConfigError(
+            f"{key}.context", f"context {target.context!r} is not in {source} (known: {known})"
+        )
 
 
 def _check_policies(settings: Settings) -> None:
@@ -387,6 +523,10 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a path string, got {_describe(value)}")
         return Path(value).expanduser()
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        instance = hint()
+        _merge_dataclass(key, instance, value)
+        return instance
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -442,8 +582,16 @@ def settings_from_dict(data: dict[str, Any], settings: Settings | None = None) -
     if "templates" in data:
         _merge_templates(settings, data.pop("templates"))
     _merge_dataclass("", settings, data)
+    pool_table = data.get("pool")
+    explicit = isinstance(pool_table, dict) and "max_sessions" in pool_table
+    if settings.runtime.kind == "multi" and not explicit and settings.runtime.targets:
+        settings.pool.max_sessions = settings.runtime.total_capacity
     settings.validate()
     return settings
+
+
+DECLARED_TWICE = re.compile(r"Cannot (?:declare|overwrite a value) \(([^)]*)\) twice")
+"""How ``tomllib`` says a table was declared twice: the key is named in our error."""
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
@@ -462,6 +610,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
+        twice = DECLARED_TWICE.search(str(e))
+        if twice is not None:
+            dotted = ".".join(re.findall(r"'([^']*)'", twice.group(1)))
+            what = "target name" if dotted.startswith("runtime.targets.") else "table"
+            raise ConfigError(dotted, f"duplicate {what} in {str(file)!r}: {e}") from None
         raise ConfigError(str(file), f"is not valid TOML: {e}") from None
     return settings_from_dict(data)
 

@@ -13,7 +13,8 @@ status code through ``status`` and ``code``::
     ├── PinLimit                      409 pin_limit         (``max_pinned`` reached)
     ├── CapacityError                 503 capacity          (carries retry_after)
     │   ├── QuotaExceeded             429 quota             (the user's own limit)
-    │   └── Draining                  503 draining          (the pool admits no new ones)
+    │   ├── Draining                  503 draining          (the pool admits no new ones)
+    │   └── NoTarget                  503 no_target         (every target is lost)
     ├── StartError                    502 start_failed      (reason, exit code, log tail)
     ├── RuntimeUnavailable            503 runtime_unavailable
     │   └── KubernetesError           (status from the API server)
@@ -43,6 +44,7 @@ __all__ = [
     "PodwardenError",
     "QuotaExceeded",
     "Draining",
+    "NoTarget",
     "PinLimit",
     "RuntimeUnavailable",
     "SessionEnded",
@@ -154,6 +156,12 @@ class Draining(CapacityError):
     """The pool is drained: it admits no new session (reuse still works)."""
 
     code = "draining"
+
+
+class NoTarget(CapacityError):
+    """Every target of a multi-target pool is lost: nothing can start or be reached now."""
+
+    code = "no_target"
 
 
 class StartError(PodwardenError):

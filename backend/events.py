@@ -80,6 +80,18 @@ class EventKind(str, Enum):
     replacement pod``...): data ``phase``."""
     REFRESH_STARTED = "refresh_started"
     """A ready session is being refreshed (probe and keepalive)."""
+    UNREACHABLE = "unreachable"
+    """A session's target is lost: the session is not ready until it returns."""
+    REACHABLE = "reachable"
+    """An unreachable session's target returned: the session is ready again as it was."""
+    FAILED_OVER = "failed_over"
+    """A reuse of an unreachable session started a new workload on another target; the
+    old one is removed when its target returns."""
+    DELETE_QUEUED = "delete_queued"
+    """A stop aimed at a lost target waits for it (kept in the store) and is retried with
+    backoff once it returns, then verified."""
+    TARGET_STATE = "target_state"
+    """A target's heartbeat state changed: data ``target``, ``state``, ``previous``."""
     LOG = "log"
 
 

@@ -76,6 +76,9 @@ class HealthSnapshot:
     """The host's (local) or the cluster's (Kubernetes) CPU and memory against what is used
     or requested, and the live sessions' sum, at the last resource sample
     (``backend.resources``); None before it, or when the runtime cannot tell."""
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    """With ``runtime.kind = "multi"``: each target's name, state (``healthy``,
+    ``degraded``, ``lost``), sessions, capacity, latency and last contact."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

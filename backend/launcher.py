@@ -56,6 +56,7 @@ class Launcher:
             template=template,
             workdir=Path(self.settings.state_dir) / "sessions" / session.session_id,
             env=credential_env(record.credentials),
+            requires=dict(record.requires),
         )
 
     async def start(self, record: SessionRecord, template: Template) -> None:

@@ -4,6 +4,8 @@ A session's state only changes through ``Session.transition``, which refuses the
 the state machine does not allow::
 
     starting -> ready <-> refreshing
+    ready | refreshing -> unreachable -> ready   (its target lost, and back)
+    unreachable -> starting                      (failover: a new workload elsewhere)
     ready | refreshing -> starting               (recycle: a fresh workload, same id)
     starting | ready | refreshing -> terminating -> terminated
     starting | ready | refreshing -> failed -> terminating
@@ -51,6 +53,9 @@ class SessionState(str, Enum):
     STARTING = "starting"
     READY = "ready"
     REFRESHING = "refreshing"
+    UNREACHABLE = "unreachable"
+    """Its target is lost: not ready, not handed out; back to ready when the target
+    returns, or started afresh elsewhere by a reuse (failover)."""
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"
@@ -61,7 +66,14 @@ class SessionState(str, Enum):
         return self in _LIVE
 
 
-_LIVE = frozenset({SessionState.STARTING, SessionState.READY, SessionState.REFRESHING})
+_LIVE = frozenset(
+    {
+        SessionState.STARTING,
+        SessionState.READY,
+        SessionState.REFRESHING,
+        SessionState.UNREACHABLE,
+    }
+)
 
 _ALLOWED: dict[SessionState, frozenset[SessionState]] = {
     SessionState.STARTING: frozenset(
@@ -73,9 +85,19 @@ _ALLOWED: dict[SessionState, frozenset[SessionState]] = {
             SessionState.STARTING,
             SessionState.TERMINATING,
             SessionState.FAILED,
+            SessionState.UNREACHABLE,
         }
     ),
     SessionState.REFRESHING: frozenset(
+        {
+            SessionState.READY,
+            SessionState.STARTING,
+            SessionState.TERMINATING,
+            SessionState.FAILED,
+            SessionState.UNREACHABLE,
+        }
+    ),
+    SessionState.UNREACHABLE: frozenset(
         {
             SessionState.READY,
             SessionState.STARTING,
@@ -250,6 +272,7 @@ class Session:
             "standby": self.standby,
             "cull_at": self.cull_at(),
             "pod": self.pod,
+            "target": self.target,
             **self._usage_dict(),
         }
 
@@ -262,6 +285,11 @@ class Session:
             "memory_bytes": usage.memory_bytes,
             "resources_source": usage.source,
         }
+
+    @property
+    def target(self) -> str | None:
+        """The target its workload runs on (``runtime.kind = "multi"``), else None."""
+        return self.handle.extra.get("target") if self.handle is not None else None
 
     @property
     def pod(self) -> str | None:

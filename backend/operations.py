@@ -44,11 +44,12 @@ class Operations:
         reuse: bool = True,
         wait: bool = True,
         credentials: dict[str, str] | None = None,
+        requires: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """(status, document) of ``POST /sessions``: 200 once ready (or reused ready),
         202 for a session still starting (``wait`` false)."""
         result = await self.pool.acquire(
-            user, template, reuse=reuse, wait=wait, credentials=credentials
+            user, template, reuse=reuse, wait=wait, credentials=credentials, requires=requires
         )
         ready = result.session.state is SessionState.READY or (
             result.session.state is SessionState.REFRESHING

@@ -43,7 +43,14 @@ from backend.events import EventBus, EventKind
 from backend.launcher import Launcher
 from backend.logs import SessionLogs
 from backend.metrics import PoolMetrics
-from backend.models import Session, SessionState, make_session_id, validate_user
+from backend.models import (
+    Session,
+    SessionState,
+    WorkloadHandle,
+    make_session_id,
+    validate_user,
+)
+from backend.pool_failover import FailoverVerbs
 from backend.pool_policy import PolicyVerbs
 from backend.pool_upkeep import REUSABLE, UpkeepVerbs
 from backend.record import Flight, Key, SessionRecord
@@ -87,7 +94,7 @@ class AcquireResult:
         return data
 
 
-class SessionPool(UpkeepVerbs, PolicyVerbs):
+class SessionPool(UpkeepVerbs, PolicyVerbs, FailoverVerbs):
     """Session records by id, the reuse key each answers for, and starts in flight."""
 
     def __init__(
@@ -121,6 +128,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         self._flights: dict[Key, Flight] = {}
         """The start a reuse acquire for each key joins."""
         self._background: set[asyncio.Task[Any]] = set()
+        self._target_returned: dict[str, asyncio.Event] = {}
+        self.replaced: list[WorkloadHandle] = []
         self._ended: collections.deque[str] = collections.deque()
         self.stopper = WorkloadStopper(runtime, bus, self.metrics, lambda: settings.pool.stop_grace)
         self._launcher = Launcher(
@@ -133,6 +142,16 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         moved = getattr(runtime, "set_workload_moved_callback", None)
         if moved is not None:
             moved(self._on_workload_moved)
+        # A multi-target runtime: lost targets' room leaves the capacity, and with every
+        # target lost an acquire is refused at once (503 with Retry-After).
+        self.capacity.limit_of = getattr(runtime, "capacity_limit", None)
+        room = getattr(runtime, "set_capacity_callback", None)
+        if room is not None:
+            room(self.capacity.serve)
+        targets = getattr(runtime, "set_target_callbacks", None)
+        if targets is not None:
+            targets(self.target_lost, self.target_back)
+        self._check_available: Callable[[], None] | None = getattr(runtime, "check_available", None)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -161,6 +180,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for record in self._records.values():
+            if record.stop_queued and record.stop_task is not None:
+                # Waits for a lost target: the store keeps it (terminating) for the next start.
+                record.stop_task.cancel()
         for record in list(self._records.values()):
             if stop_sessions and record.session.state.is_live:
                 self._begin_terminate(record, "backend shutting down", EventKind.TERMINATING)
@@ -231,6 +254,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         reuse: bool = True,
         wait: bool = True,
         credentials: dict[str, str] | None = None,
+        requires: dict[str, str] | None = None,
     ) -> AcquireResult:
         """The user's ready session for ``template`` and whether it was newly started.
 
@@ -240,19 +264,33 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         one is started and this returns once it is ready. With ``wait`` False it returns
         at once with a session that is starting, or raises ``CapacityError`` when it
         would have to wait for room. Raises ``InvalidRequest``, ``QuotaExceeded``,
-        ``CapacityError`` or ``StartError``.
+        ``CapacityError`` or ``StartError``. ``requires``: target labels a new session's
+        target must carry (a reuse hands back the user's session wherever it runs); a
+        label no target has is an ``InvalidRequest`` (422) naming it.
         """
         started = time.perf_counter()
         self._check_running()
+        if self._check_available is not None:
+            self._check_available()
         validate_user(user)
         tpl = self.template(template)
         creds = check_credentials(credentials, tpl)
+        labels = self._check_requirements(tpl, requires)
         key = (user, tpl.name)
         if reuse:
             for look in range(2):  # again after a failed check changed the session
                 record = self._primary.get(key)
                 if record is not None and creds:
                     self._supply_credentials(record, creds)
+                if (
+                    record is not None
+                    and record.session.state is SessionState.UNREACHABLE
+                    and record.flight is None
+                ):
+                    moved = await self.await_or_fail_over(record)
+                    if moved is not None:
+                        return await self._join(moved, wait, started)
+                    continue  # its target returned: reuse it
                 if record is None or record.session.state not in REUSABLE or record.flight:
                     break
                 age = self.clock() - record.checked_at
@@ -267,7 +305,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
                 return await self._join(flight, wait, started)
         if self.drain.active:
             raise self.refuse_new(user)
-        flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait)
+        flight = self._begin_create(key, tpl, creds, primary=reuse, wait=wait, requires=labels)
         return await self._join(flight, wait, started)
 
     def reuse_at_once(
@@ -282,6 +320,8 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         a start, a queue) or an error; ``acquire`` then gives the answer."""
         started = time.perf_counter()
         if self.state is not PoolState.RUNNING or credentials:
+            return None
+        if self._check_available is not None and getattr(self.runtime, "all_lost", False):
             return None
         tpl = self.settings.templates.get(template or self.settings.default_template)
         record = self._primary.get((user, tpl.name)) if tpl is not None else None
@@ -357,11 +397,12 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         *,
         primary: bool,
         wait: bool,
+        requires: dict[str, str] | None = None,
     ) -> Flight:
         flight = Flight(key, asyncio.get_running_loop().create_future())
         if wait:
             flight.task = self._spawn(
-                self._create(flight, template, credentials, primary),
+                self._create(flight, template, credentials, primary, requires or {}),
                 f"create {key[0]}/{key[1]}",
             )
         else:
@@ -370,7 +411,9 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             except CapacityError as e:
                 self._refused(key[0], e)
                 raise
-            record = self._new_record(key[0], template, credentials, primary=primary)
+            record = self._new_record(
+                key[0], template, credentials, primary=primary, requires=requires
+            )
             flight.record, record.flight = record, flight
             flight.task = self._spawn(self._start(record, template, victim), f"start {key}")
         flight.task.add_done_callback(lambda _: self._end_flight(flight, self._withdrawn()))
@@ -388,14 +431,21 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         return task
 
     async def _create(
-        self, flight: Flight, template: Template, credentials: dict[str, str], primary: bool
+        self,
+        flight: Flight,
+        template: Template,
+        credentials: dict[str, str],
+        primary: bool,
+        requires: dict[str, str],
     ) -> None:
         user = flight.key[0]
         try:
-            if await self.claim_standby(flight, template, credentials, primary):
+            if not requires and await self.claim_standby(flight, template, credentials, primary):
                 return
             victim = await self.capacity.reserve(user)
-            record = self._new_record(user, template, credentials, primary=primary)
+            record = self._new_record(
+                user, template, credentials, primary=primary, requires=requires
+            )
         except CapacityError as e:
             self._refused(user, e)
             self._end_flight(flight, e)
@@ -407,7 +457,13 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
         await self._start(record, template, victim)
 
     def _new_record(
-        self, user: str, template: Template, credentials: dict[str, str], *, primary: bool
+        self,
+        user: str,
+        template: Template,
+        credentials: dict[str, str],
+        *,
+        primary: bool,
+        requires: dict[str, str] | None = None,
     ) -> SessionRecord:
         """Register a new starting session in the slot its caller reserved."""
         try:
@@ -428,6 +484,7 @@ class SessionPool(UpkeepVerbs, PolicyVerbs):
             port=port,
             credentials=credentials,
             credential_names=tuple(sorted(credentials)),
+            requires=dict(requires or {}),
         )
         self._records[session_id] = record
         if record.primary:

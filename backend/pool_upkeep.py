@@ -85,6 +85,18 @@ class UpkeepVerbs:
 
         def _withdrawn(self, *, deleted: bool = False) -> Exception: ...
 
+        async def stop_through_outage(
+            self,
+            handle: WorkloadHandle | None,
+            *,
+            session_id: str,
+            user: str | None,
+            why: str,
+            started: float | None = None,
+            record: SessionRecord | None = None,
+            finish: Callable[[StopOutcome], dict[str, Any]] | None = None,
+        ) -> StopOutcome: ...
+
     # ----------------------------------------------------------------- terminate
 
     def delete(self, session_id: str, reason: str = "deleted") -> Session:
@@ -150,22 +162,25 @@ class UpkeepVerbs:
         handle, session.handle = session.handle, None
 
         def ended(outcome: StopOutcome) -> dict[str, Any]:
-            # Before the cleanup event is published: it carries the ended session.
-            self._launcher.release_port(record)
-            record.credentials = {}
-            session.transition(SessionState.TERMINATED)
-            self.metrics.terminations += 1
+            # Before the cleanup event is published: it carries the ended session. A stop
+            # retried through an outage ends it at the first attempt; later ones update how
+            # its cleanup ended.
+            if session.state is not SessionState.TERMINATED:
+                self._launcher.release_port(record)
+                record.credentials = {}
+                session.transition(SessionState.TERMINATED)
+                self.metrics.terminations += 1
             session.cleanup = outcome.describe()
             session.phase = "terminated"
             return {"session": session.to_dict()}
 
-        await self.stopper.stop(
+        await self.stop_through_outage(
             handle,
             session_id=session.session_id,
             user=session.user,
             why=reason,
-            verified_kind=EventKind.CLEANUP_VERIFIED,
             started=started,
+            record=record,
             finish=ended,
         )
         if self.store is not None:

@@ -57,6 +57,10 @@ class SessionRecord:
     credential_names: tuple[str, ...] = ()
     """The names of the credentials it was started with (persisted: they are no secret),
     so that a restart which lost the values can say so."""
+    stop_queued: bool = False
+    """Its stop waits for a lost target: a shutdown leaves it to the next start."""
+    requires: dict[str, str] = field(default_factory=dict)
+    """Target labels the request asked for (``runtime.kind = "multi"``); not persisted."""
     flight: Flight | None = None
     stop_task: asyncio.Task[None] | None = None
     announced: bool = False

@@ -37,13 +37,23 @@ class RecoveryReport:
     adopted: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    """Stored on a target that did not answer: kept, unreachable, until it returns."""
 
 
 async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryReport:
     """Reconcile store and runtime; call once before the pool takes requests."""
     report = RecoveryReport()
     stored = {s.session_id: s for s in (pool.store.load_sessions() if pool.store else [])}
-    owned = await pool.runtime.list_owned()
+    reachable = getattr(pool.runtime, "list_reachable", None)
+    unlisted: set[str] = set()
+    if reachable is not None:  # several targets: a lost one must not stop the start
+        owned, unlisted = await reachable()
+    else:
+        owned = await pool.runtime.list_owned()
+    for workload in [w for w in owned if pool.is_replaced(w.handle)]:
+        pool.remove_replaced(workload.handle)  # replaced elsewhere during an outage
+    owned = [w for w in owned if not pool.is_replaced(w.handle)]
     owned_ids = {w.session_id for w in owned}
     max_sessions = pool.settings.pool.max_sessions
 
@@ -105,7 +115,18 @@ async def recover(pool: SessionPool, *, adopt_unknown: bool = True) -> RecoveryR
     for session_id, row in stored.items():
         if session_id in owned_ids:
             continue
-        if row.state in (SessionState.STARTING, SessionState.READY, SessionState.REFRESHING):
+        target = row.handle.extra.get("target") if row.handle is not None else None
+        if target in unlisted and row.state.is_live and row.state is not SessionState.STARTING:
+            _adopt_unreachable(pool, row, str(target))
+            report.unreachable.append(session_id)
+            continue
+        if target in unlisted and row.state is SessionState.TERMINATING:
+            pool.adopt_pending_stop(
+                _session_from_row(row, SessionState.TERMINATING), "deleted during an outage"
+            )
+            report.unreachable.append(session_id)
+            continue
+        if row.state.is_live:
             gone = _session_from_row(row)
             pool.mark_vanished(gone, "its workload vanished while podwarden was not running")
             pool.bus.publish_session(
@@ -145,9 +166,32 @@ async def _stop(pool: SessionPool, workload: OwnedWorkload, why: str) -> None:
         pool.store.delete(workload.session_id)
 
 
+def _adopt_unreachable(pool: SessionPool, row: StoredSession, target: str) -> None:
+    """Keep a stored session of a lost target as it was, unreachable, holding its slot and
+    tunnel port: when the target returns it is ready again (``target_back``)."""
+    session = _session_from_row(row, SessionState.UNREACHABLE)
+    session.phase = f"unreachable: target {target} is lost"
+    session.last_error = f"target {target} did not answer at start-up"
+    pool.adopt(
+        session, primary=row.is_primary, port=row.tunnel_port, credential_names=row.credential_names
+    )
+    remember = getattr(pool.runtime, "remember", None)
+    if remember is not None and row.handle is not None:
+        remember(row.handle, row.session_id, row.user)
+    pool.bus.publish(
+        EventKind.UNREACHABLE,
+        f"{row.session_id} kept as unreachable after restart: target {target} is lost",
+        session_id=row.session_id,
+        user=row.user,
+        target=target,
+    )
+
+
 def _session_from_row(row: StoredSession, state: SessionState | None = None) -> Session:
     """A session rebuilt from its row (a new object: its state is its first state)."""
     live = row.state if row.state.is_live else SessionState.READY
+    if live is SessionState.UNREACHABLE:  # listed now, so its target answers again
+        live = SessionState.READY
     return Session(
         session_id=row.session_id,
         user=row.user,

@@ -9,6 +9,7 @@ asked to stop them), then the runtime and the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -29,18 +30,21 @@ from backend.recovery import RecoveryReport, recover
 from backend.refresher import Refresher
 from backend.resources import ResourceSampler
 from backend.runtime.base import OwnedWorkload, Runtime
+from backend.runtime.multi import MultiRuntime, Target
 from backend.standby import StandbyKeeper
 from backend.state_lock import StateLock, hold_state_dir
 from backend.store import Store
 from backend.tunnels import Admission, PortAllocator
 
-__all__ = ["Backend", "make_runtime"]
+__all__ = ["Backend", "make_multi_runtime", "make_runtime"]
 
 log = logging.getLogger("podwarden")
 
 
 def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtime:
     """The runtime the settings name; Kubernetes is imported only when chosen."""
+    if settings.runtime.kind == "multi":
+        return make_multi_runtime(settings, logs, bus)
     if settings.runtime.kind == "kubernetes":
         from backend.runtime.kubernetes import KubernetesRuntime
 
@@ -57,6 +61,63 @@ def make_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> Runtim
         host="127.0.0.1",
         avoid_ports=range(tunnels.port_min, tunnels.port_max + 1),
         admit=tunnel_admission(settings),
+    )
+
+
+def make_multi_runtime(settings: Settings, logs: SessionLogs, bus: EventBus) -> MultiRuntime:
+    """One child runtime per ``[runtime.targets.NAME]``: a cluster's ``KubernetesRuntime``
+    (``runtime.kubernetes`` with the target's kubeconfig, context and namespace), or a
+    ``LocalRuntime`` with its own directory under ``<state-dir>/targets/NAME``."""
+    runtime = settings.runtime
+    targets = []
+    for name, target in runtime.targets.items():
+        child: Runtime
+        workdir_root = None
+        if target.kind == "kubernetes":
+            from backend.runtime.kubernetes import KubernetesRuntime
+
+            kube = dataclasses.replace(
+                runtime.kubernetes,
+                kubeconfig=target.kubeconfig or runtime.kubernetes.kubeconfig,
+                context=target.context,
+                namespace=target.namespace or runtime.kubernetes.namespace,
+            )
+            child = KubernetesRuntime(
+                kube,
+                logs,
+                bus,
+                propagation=kube.delete_propagation,
+                admit=tunnel_admission(settings),
+            )
+        else:
+            from backend.runtime.local import LocalRuntime
+
+            root = Path(settings.state_dir) / "targets" / name
+            workdir_root = root / "sessions"
+            tunnels = settings.tunnels
+            child = LocalRuntime(
+                root,
+                logs,
+                host="127.0.0.1",
+                avoid_ports=range(tunnels.port_min, tunnels.port_max + 1),
+                admit=tunnel_admission(settings),
+            )
+        targets.append(
+            Target(
+                name,
+                child,
+                target.max_sessions,
+                target.weight,
+                dict(target.labels),
+                workdir_root=workdir_root,
+            )
+        )
+    return MultiRuntime(
+        targets,
+        bus,
+        heartbeat_interval=runtime.heartbeat_interval,
+        degraded_latency=runtime.degraded_latency,
+        target_lost_after=runtime.target_lost_after,
     )
 
 
@@ -83,6 +144,8 @@ class Backend:
         self.runtime = (
             runtime if runtime is not None else make_runtime(settings, self.logs, self.bus)
         )
+        if isinstance(self.runtime, MultiRuntime) and self.runtime.bus is None:
+            self.runtime.bus = self.bus  # a runtime made by a test: its events go here too
         self.ports = PortAllocator(
             settings.tunnels.host, settings.tunnels.port_min, settings.tunnels.port_max
         )
@@ -110,10 +173,13 @@ class Backend:
             self.store.open()
             self._tasks.append(self._guarded(self._persist_events(), "event store"))
             self.pool.drain = DrainState.from_flag(self.store.load_flags().get(DRAIN_FLAG))
+        self.pool.load_replaced()
         adopt_unknown = True
         if self.settings.runtime.kind == "kubernetes":
             adopt_unknown = self.settings.runtime.kubernetes.unknown_workloads == "adopt"
         self.recovery = await recover(self.pool, adopt_unknown=adopt_unknown)
+        if isinstance(self.runtime, MultiRuntime):
+            self.runtime.start_heartbeats()
         self.pool.mark_running()
         self.refresher.start()
         self.liveness.start()
@@ -279,8 +345,8 @@ class Backend:
         return HealthSnapshot(
             status=status,
             active_sessions=active,
-            max_sessions=settings.max_sessions,
-            session_capacity=f"{active}/{settings.max_sessions}",
+            max_sessions=pool.capacity.max_sessions,
+            session_capacity=f"{active}/{pool.capacity.max_sessions}",
             persistent_sessions=counts[SessionState.READY] + counts[SessionState.REFRESHING],
             starting_sessions=counts[SessionState.STARTING],
             failed_sessions=counts[SessionState.FAILED],
@@ -303,4 +369,7 @@ class Backend:
             pinned_sessions=sum(1 for s in sessions if s.pinned and s.state.is_live),
             next_eviction=victim.session_id if (victim := pool.capacity.next_victim()) else None,
             resources=self.resources.summary(),
+            targets=(
+                self.runtime.target_health() if isinstance(self.runtime, MultiRuntime) else []
+            ),
         )

@@ -59,6 +59,12 @@ class Template:
     """Maximum age of this template's sessions; None: the pool's ``max_age``."""
     standby: int = 0
     """Started, ready, unclaimed workloads kept for the next new user of this template."""
+    requires: dict[str, str] = field(default_factory=dict)
+    """With ``runtime.kind = "multi"``: labels a target must carry to run this template's
+    sessions (``zone = "east"``)."""
+    targets: list[str] = field(default_factory=list)
+    """With ``runtime.kind = "multi"``: the only targets that may run this template's
+    sessions; empty: any."""
     credentials_file: str = ""
     """A path in the session's working directory where the workload reads its credentials
     (a JSON object, mode 0600). Set, a standby workload can be claimed by an acquire that

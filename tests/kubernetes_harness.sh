@@ -6,6 +6,10 @@
 #   python -m pytest -m kubernetes              # runs against it
 #   tests/kubernetes_harness.sh down            # stop it and remove its state directory
 #
+#   eval "$(tests/kubernetes_harness.sh up 2)"  # a second one beside it (multi-target
+#                                               # tests): exports ..._2 variables
+#   tests/kubernetes_harness.sh down "$PODWARDEN_K8S_STATE_2"
+#
 # `up` prints only `export ...` lines on stdout (PODWARDEN_TEST_KUBECONFIG and
 # PODWARDEN_K8S_STATE); everything else goes to stderr. It picks free ports, so it can run
 # beside another harness (a benchmark, a second checkout). When the harness cannot be built
@@ -45,6 +49,14 @@ EOF
 }
 
 up() {
+  # An optional suffix (`up 2`) names the exported variables PODWARDEN_K8S_STATE_2 and
+  # PODWARDEN_TEST_KUBECONFIG_2, for a second control plane beside the first.
+  local suffix="${1:-}"
+  case "$suffix" in
+    ""|[0-9]) ;;
+    *) echo "usage: $0 up [DIGIT]" >&2; exit 2 ;;
+  esac
+  local var="${suffix:+_$suffix}"
   if [ ! -x "$harness/build" ] || [ ! -x "$harness/k8s-up" ]; then
     loud "k8s harness not found at $harness (set K8S_HARNESS_DIR)" \
          "tests marked 'kubernetes' will be SKIPPED"
@@ -79,8 +91,8 @@ up() {
     exit 3
   fi
   say "up: tests marked 'kubernetes' run against it"
-  echo "export PODWARDEN_K8S_STATE='$state'"
-  echo "export PODWARDEN_TEST_KUBECONFIG='$state/admin.kubeconfig'"
+  echo "export PODWARDEN_K8S_STATE$var='$state'"
+  echo "export PODWARDEN_TEST_KUBECONFIG$var='$state/admin.kubeconfig'"
 }
 
 down() {
@@ -97,10 +109,10 @@ down() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) shift; up "$@" ;;
   down) shift; down "$@" ;;
   *)
-    echo "usage: $0 up | down [STATE_DIR]" >&2
+    echo "usage: $0 up [DIGIT] | down [STATE_DIR]" >&2
     exit 2
     ;;
 esac

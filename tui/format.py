@@ -42,6 +42,7 @@ STATE_SYMBOL: dict[str, str] = {
     "starting": "◌",
     "ready": "●",
     "refreshing": "↻",
+    "unreachable": "?",
     "terminating": "▽",
     "terminated": "·",
     "failed": "✗",
@@ -52,13 +53,14 @@ STATE_STYLE: dict[str, str] = {
     "starting": "yellow",
     "ready": "green",
     "refreshing": "cyan",
+    "unreachable": "bold yellow",
     "terminating": "magenta",
     "terminated": "dim",
     "failed": "bold red",
 }
 """Colour per state (ANSI names, so 16-colour terminals show them as intended)."""
 
-LIVE_STATES = frozenset({"starting", "ready", "refreshing"})
+LIVE_STATES = frozenset({"starting", "ready", "refreshing", "unreachable"})
 """States that hold a capacity slot."""
 
 DEAD_STATES = frozenset({"terminated", "failed"})

@@ -19,7 +19,14 @@ from tui.format import LIVE_STATES, idle_since, state_word
 
 __all__ = ["DEFAULT_SORT", "SORTS", "Filter", "PoolView", "sort_key", "user_filter"]
 
-_STATE_ORDER = {"failed": 0, "starting": 1, "refreshing": 2, "ready": 3, "terminating": 4}
+_STATE_ORDER = {
+    "failed": 0,
+    "unreachable": 1,
+    "starting": 1,
+    "refreshing": 2,
+    "ready": 3,
+    "terminating": 4,
+}
 
 SORTS: tuple[str, ...] = (
     "state",

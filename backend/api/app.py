@@ -23,6 +23,7 @@ from backend.api.guard import DEFAULT_BODY_LIMIT, PUBLIC_PATHS, Guard
 from backend.api.handlers import install_handlers
 from backend.api.routes import add_routes
 from backend.api.sse import SseHub
+from backend.config import Settings
 from backend.operations import Operations
 from backend.service import Backend
 from backend.templates import Template
@@ -97,6 +98,7 @@ def make_api(
                 routes=app.routes,
             )
             _name_templates(document, sorted(backend.settings.templates))
+            _name_labels(document, backend.settings)
             _name_credentials(
                 document, backend.settings.templates.values(), backend.settings.default_template
             )
@@ -120,6 +122,25 @@ def _name_templates(schema: dict[str, Any], names: list[str]) -> None:
     takes any string, and the pool answers an unknown one with a 422 naming the known)."""
     request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
     request["template"]["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+
+
+def _name_labels(schema: dict[str, Any], settings: Settings) -> None:
+    """List the labels the targets carry as what ``requires`` may ask for (the model takes
+    any label, and the pool answers one no target has with a 422 naming it)."""
+    values: dict[str, set[str]] = {}
+    if settings.runtime.kind == "multi":
+        for target in settings.runtime.targets.values():
+            for key, value in target.labels.items():
+                values.setdefault(key, set()).add(value)
+    request = schema["components"]["schemas"]["AcquireRequest"]["properties"]
+    request["requires"]["anyOf"] = [
+        {
+            "type": "object",
+            "properties": {k: {"type": "string", "enum": sorted(v)} for k, v in values.items()},
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ]
 
 
 def _name_credentials(schema: dict[str, Any], templates: Iterable[Template], default: str) -> None:

@@ -40,7 +40,7 @@ async def acquire_answer(
 ) -> tuple[int, dict[str, Any]]:
     """(status, document) of ``POST /sessions``; raises what the pool raises, and
     ``ClientGone`` when the client leaves while the answer waits."""
-    if request.reuse:
+    if request.reuse and not request.requires:
         answer = ops.reuse_at_once(request.user, request.template, credentials=request.credentials)
         if answer is not None:
             return answer
@@ -52,6 +52,7 @@ async def acquire_answer(
             reuse=request.reuse,
             wait=request.wait,
             credentials=request.credentials,
+            requires=request.requires,
         ),
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict
+from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -47,6 +48,57 @@ def _counters_by(
     for value, count in counts.items():
         family.add_metric([value], count)
     return family
+
+
+TARGET_STATES = ("healthy", "degraded", "lost")
+
+
+def _target_metrics(targets: list[dict[str, Any]]) -> Iterator[Metric]:
+    """One series per target (and state): what ``/health`` says in ``targets``."""
+    state = GaugeMetricFamily(
+        "podwarden_target_state",
+        "1 for the state each target is in (healthy, degraded, lost), 0 for the others.",
+        labels=["target", "state"],
+    )
+    families = {
+        "active_sessions": GaugeMetricFamily(
+            "podwarden_target_sessions", "Sessions placed on the target.", labels=["target"]
+        ),
+        "max_sessions": GaugeMetricFamily(
+            "podwarden_target_max_sessions", "The target's capacity.", labels=["target"]
+        ),
+        "latency_ms": GaugeMetricFamily(
+            "podwarden_target_latency_seconds",
+            "Round trip of the target's last good heartbeat.",
+            labels=["target"],
+        ),
+        "last_contact": GaugeMetricFamily(
+            "podwarden_target_last_contact_timestamp_seconds",
+            "Unix time of the target's last good heartbeat.",
+            labels=["target"],
+        ),
+    }
+    beats = CounterMetricFamily(
+        "podwarden_target_heartbeats",
+        "Heartbeats sent to each target, by outcome.",
+        labels=["target", "outcome"],
+    )
+    for target in targets:
+        name = str(target["name"])
+        for value in TARGET_STATES:
+            state.add_metric([name, value], 1.0 if target["state"] == value else 0.0)
+        for key, family in families.items():
+            figure = target.get(key)
+            if figure is None:
+                continue
+            scale = 0.001 if key == "latency_ms" else 1.0
+            family.add_metric([name], float(figure) * scale)
+        failures = int(target["heartbeat_failures"])
+        beats.add_metric([name, "ok"], int(target["heartbeats"]) - failures)
+        beats.add_metric([name, "failed"], failures)
+    yield state
+    yield from families.values()
+    yield beats
 
 
 class PoolCollector(Collector):
@@ -87,6 +139,8 @@ class PoolCollector(Collector):
             "podwarden_queued_acquires", "Acquires waiting for room.", health.queued_acquires
         )
         yield _gauge("podwarden_users", "Users holding an active session.", health.users)
+        if health.targets:
+            yield from _target_metrics(health.targets)
 
         acquires = CounterMetricFamily(
             "podwarden_acquires", "Acquires by outcome.", labels=["outcome"]

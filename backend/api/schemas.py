@@ -70,6 +70,25 @@ Credentials = Annotated[
 ]
 
 
+LABEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+Labels = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=LABEL_PATTERN)],
+        Annotated[str, StringConstraints(max_length=63, pattern=NO_NUL_PATTERN)],
+    ],
+    Field(max_length=16),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": LABEL_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": 63, "pattern": NO_NUL_PATTERN},
+            "maxProperties": 16,
+        }
+    ),
+]
+"""Target labels a request requires (``zone``: ``east``)."""
+
+
 class AcquireRequest(BaseModel):
     """``POST /sessions``: the user's session for a template."""
 
@@ -92,6 +111,12 @@ class AcquireRequest(BaseModel):
         default=None,
         description="Environment variables for the workload (NAME: value). Never stored, "
         "logged or shown.",
+    )
+    requires: Labels | None = Field(
+        default=None,
+        description='Labels the target of a new session must carry (runtime.kind = "multi"), '
+        'e.g. {"zone": "east"}; a label no target has is refused (422 naming it). A reuse '
+        "hands back the user's session wherever it runs.",
     )
 
 
@@ -124,6 +149,9 @@ class SessionOut(BaseModel):
     tunnel: TunnelOut | None
     runtime_ref: str | None = Field(description="The pid (local) or Deployment name.")
     runtime: str | None
+    target: str | None = Field(
+        default=None, description='The target it runs on (runtime.kind = "multi"); else null.'
+    )
     last_error: str | None
     cleanup: str | None = Field(description="After termination: how its cleanup ended.")
     last_active_at: float | None = Field(
@@ -183,6 +211,23 @@ class ResourcesOut(BaseModel):
     interval_s: float
 
 
+class TargetOut(BaseModel):
+    """One target's heartbeat state (``backend.runtime.multi.Target``)."""
+
+    name: str
+    runtime: str
+    state: Literal["healthy", "degraded", "lost"]
+    active_sessions: int
+    max_sessions: int
+    weight: float
+    labels: dict[str, str]
+    latency_ms: float | None = Field(description="The last good heartbeat's round trip.")
+    last_contact: float | None = Field(description="Unix time of the last good heartbeat.")
+    last_error: str
+    heartbeats: int
+    heartbeat_failures: int
+
+
 class HealthOut(BaseModel):
     """``GET /health``; see ``backend.health.HealthSnapshot`` for each field's meaning."""
 
@@ -218,6 +263,9 @@ class HealthOut(BaseModel):
     pinned_sessions: int
     next_eviction: str | None = None
     resources: ResourcesOut | None = None
+    targets: list[TargetOut] = Field(
+        description='Each target of a multi-target pool (runtime.kind = "multi"); empty else.'
+    )
 
 
 class TemplateOut(BaseModel):

@@ -61,6 +61,8 @@ class WorkloadSpec:
     template: Template
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
+    requires: dict[str, str] = field(default_factory=dict)
+    """Target labels the request asked for (a ``MultiRuntime`` places by them)."""
 
     def __repr__(self) -> str:  # keep credentials out of any log or traceback
         return (

@@ -81,6 +81,8 @@ class MemoryRuntime:
         """Seconds ``wait_ready`` takes (0: ready at once)."""
         self.fail_starts: dict[str, int] = {}
         """Template name -> how many of the next starts fail."""
+        self.fail_reason = ""
+        """Added to the simulated start failure's reason (``exceeded quota``...)."""
         self.unhealthy = False
         self.ready_gate: asyncio.Event | None = None
         """When set, ``wait_ready`` waits for this event (tests control start timing)."""
@@ -104,7 +106,10 @@ class MemoryRuntime:
         remaining = self.fail_starts.get(spec.template.name, 0)
         if remaining:
             self.fail_starts[spec.template.name] = remaining - 1
-            raise StartError("simulated start failure", exit_code=1, log_tail=["boom"])
+            reason = "simulated start failure"
+            if self.fail_reason:
+                reason += f": {self.fail_reason}"
+            raise StartError(reason, exit_code=1, log_tail=["boom"])
         handle = WorkloadHandle(
             "memory",
             f"mem-{next(self._refs)}",

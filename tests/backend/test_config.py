@@ -60,7 +60,7 @@ env = { GREETING = "hi" }
         ("[pool]\nmax_sessions = 0", "pool.max_sessions: must be >= 1, got 0"),
         ("[pool]\nwhen_full = 'random'", "pool.when_full: must be one of evict-lru, queue"),
         ("[api]\nport = 70000", "api.port: must be a port number"),
-        ("[runtime]\nkind = 'docker'", "runtime.kind: must be one of local, kubernetes"),
+        ("[runtime]\nkind = 'docker'", "runtime.kind: must be one of local, kubernetes, multi"),
         ("[templates.x]\nport = 80", "templates.x: needs a command"),
         ("[templates.demo]\nreadiness = 'ping'", "templates.demo.readiness: must be one of"),
         ("pool = 3", "pool: must be a table"),

@@ -112,6 +112,10 @@ class MainScreen(Screen[None]):
             g.resources = health.get("resources")
             if self.table.with_resources(g.resources is not None):
                 self._fit(self.app.size.width)
+            g.targets = tuple(
+                (str(t["name"]), str(t["state"]), int(t["active_sessions"]), int(t["max_sessions"]))
+                for t in health.get("targets") or ()
+            )
         counts = view.user_counts()
         self.gauges.users = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         selected = self.table.selected_id

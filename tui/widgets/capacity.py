@@ -1,4 +1,5 @@
-"""Capacity gauges: how full the pool is, in total and per user, as number *and* bar.
+"""Capacity gauges: how full the pool is, in total, per user and (several targets) per
+target, as number *and* bar.
 
 ``7/10 70%`` is what operators read (``7/10 70% · 2 standby`` when warm, unclaimed
 workloads hold some of the slots); the bar is for the glance. Per-user gauges show the
@@ -63,6 +64,12 @@ class CapacityGauges(Widget):
             event.stop()
             self.post_message(self.UsersClicked())
 
+    targets: reactive[tuple[tuple[str, str, int, int], ...]] = reactive(())
+    """(target, state, sessions, capacity) of a multi-target pool; empty: one runtime."""
+
+    def watch_targets(self, targets: tuple[tuple[str, str, int, int], ...]) -> None:
+        self.styles.height = 3 if targets else 2
+
     def render(self) -> Text:
         width = max(20, (self.size.width or 80))
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -116,6 +123,13 @@ class CapacityGauges(Widget):
             shown += 1
         if not self.users:
             text.append("none", style="dim")
+        if self.targets:
+            text.append("\n")
+            text.append("Sites ", style="bold")
+            for name, state, count, capacity in self.targets:
+                style = {"lost": "bold red", "degraded": "yellow"}.get(state, "")
+                text.append(f"{clip(name, 12)} {gauge_bar(count, capacity, 5)} {count}/{capacity}")
+                text.append(f" {state}  " if state != "healthy" else "  ", style=style)
         return text
 
 

@@ -576,6 +576,19 @@ class KubernetesRuntime:
         return await self._usage.sample(self.client, self._caches, handles)
 
     # ------------------------------------------------------------------ health
+    async def ping(self) -> None:
+        """One API round trip (``GET /version``, no retries) and the watches' liveness: the
+        heartbeat of a multi-target pool. Raises ``RuntimeUnavailable`` saying why."""
+        client = await self.connect()
+        await client.request(
+            "GET", "/version", action="GET /version (heartbeat)", key="get version", retry=False
+        )
+        if self._caches is not None:
+            broken = [r for r in self._caches.reflectors.values() if not r.healthy]
+            if broken:
+                errors = "; ".join(sorted({r.error for r in broken if r.error}) or {"watch down"})
+                raise RuntimeUnavailable(f"watch down: {truncate(errors, 200)}")
+
     def health(self) -> RuntimeHealth:
         """Degraded while a watch or the connection fails; ``workloads`` counts live
         Deployments (what the drift check compares with the pool)."""

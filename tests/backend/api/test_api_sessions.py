@@ -42,6 +42,7 @@ SESSION_KEYS = {
     "cpu_percent",
     "memory_bytes",
     "resources_source",
+    "target",
 }
 
 
@@ -260,3 +261,10 @@ async def test_shortcut_turns_a_pool_crash_into_a_json_500(
     assert response.status_code == 500
     assert error_of(response)["code"] == "internal"
     assert "secret" not in response.text
+
+
+async def test_a_required_label_no_target_has_is_a_422_naming_it(api: httpx.AsyncClient) -> None:
+    answer = await api.post("/sessions", json={"user": "ada", "requires": {"zone": "north"}})
+    assert answer.status_code == 422
+    error = error_of(answer)
+    assert error["field"] == "requires.zone" and "zone=north" in error["message"]
