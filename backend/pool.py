@@ -566,8 +566,10 @@ class SessionPool(UpkeepVerbs, PolicyVerbs, FailoverVerbs):
         # A caller that gave up before the answer was handed nothing: to the next one
         # this workload is still new.
         record.announced = flight.announced or flight.callers > 0
-        if how == "fresh" and record.announced:
-            session.last_used_at = now  # handed to its callers now
+        if flight.callers > 0 or (how == "fresh" and record.announced):
+            # Handed to its callers now: a use, also when a reuse found the workload dead
+            # and waited for its recycle (else the session it just got is evicted next).
+            session.last_used_at = now
         self.capacity.lru_add(session)
         elapsed = time.monotonic() - started
         self.metrics.start_seconds.observe(elapsed)

@@ -309,3 +309,29 @@ async def test_nowait_refuses_when_the_start_would_have_to_queue(
     await memory_backend.pool.acquire("a")
     with pytest.raises(CapacityError, match=r"full \(1/1\)"):
         await memory_backend.pool.acquire("b", wait=False)
+
+
+async def test_a_reuse_that_waits_for_a_recycle_counts_as_a_use_for_eviction(
+    memory_backend: Backend,
+) -> None:
+    """Found by the pool model: a reuse that found its workload dead and waited for the
+    recycle got the session, yet it kept its old LRU place and was evicted next."""
+    pool = memory_backend.pool
+    now = [1000.0]
+    pool.clock = lambda: now[0]
+    memory_backend.settings.pool.max_sessions = 2
+    memory_backend.settings.pool.liveness_interval = 5.0
+    await memory_backend.liveness.stop()  # only the reuse's own probe finds the death
+    alice = (await pool.acquire("alice")).session
+    now[0] += 1
+    bob = (await pool.acquire("bob")).session
+    runtime_of(memory_backend).workloads[alice.session_id].alive = False  # hangs silently
+    runtime_of(memory_backend).start_delay = 0.05  # the reuse joins the recycle in flight
+    now[0] += 10  # past the liveness interval: the next reuse probes first
+    again = await pool.acquire("alice")
+    assert again.session is alice and again.is_new_session  # recycled, a new workload
+    now[0] += 1
+    carol = await pool.acquire("carol")  # full: the least recently used goes
+    assert carol.is_new_session
+    assert pool.get(bob.session_id).state in (SessionState.TERMINATING, SessionState.TERMINATED)
+    assert pool.get(alice.session_id).state is SessionState.READY

@@ -86,6 +86,10 @@ class PoolMachine(RuleBasedStateMachine):
         backend = Backend(self.settings, runtime=self.runtime)
         backend.pool.clock = lambda: self.now
         self._run(backend.start())
+        # Liveness rounds are rules (``liveness_round``): the background loop would run
+        # them on its own real-time timer against the model's clock, between any two
+        # steps, whenever an example runs longer than its period (real processes, load).
+        self._run(backend.liveness.stop())
         backend.refresher._retry_delay = 0.0
         return backend
 
@@ -303,6 +307,7 @@ class LocalPoolMachine(PoolMachine):
         backend = Backend(self.settings)
         backend.pool.clock = lambda: self.now
         self._run(backend.start())
+        self._run(backend.liveness.stop())  # rounds are rules here too (see above)
         backend.refresher._retry_delay = 0.0
         return backend
 
