@@ -312,6 +312,19 @@ class TestViewKeys:
             await pilot.press("escape")
             assert len(row_ids(app)) == 3
 
+    async def test_a_followed_log_follows_the_selection_after_a_filter(self, pool: Pool) -> None:
+        app = pool.app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            alice, bob = await seeded(pilot, pool, "alice", "bob")
+            main = main_of(app)
+            main.select(alice)
+            await pilot.press("o")  # follow the selected session's workload log
+            await settle(pilot)
+            assert main.log_panel.followed == alice
+            main.set_filter("user=bob")  # alice's row is gone: the selection moved
+            await settle(pilot)
+            assert main.table.selected_id == bob and main.log_panel.followed == bob
+
     async def test_s_sorts_and_S_reverses(self, pool: Pool) -> None:
         app = pool.app()
         async with app.run_test(size=(80, 24)) as pilot:

@@ -331,7 +331,14 @@ class MainScreen(Screen[None]):
         self.table.filter = Filter(text, self.table.filter.show_ended)
         self.table.rebuild(self.papp.view, self.papp.clock())
         self._titles()
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        """The shown rows changed (filter, ended toggle): the selection may have moved
+        without a cursor event, so the detail pane and a followed log follow it here."""
         self._show_detail(self.papp.clock())
+        if self.log_panel.source == "session" and self.log_panel.followed != self.table.selected_id:
+            self._follow_selected()
 
     def action_clear(self) -> None:
         if self.maximized is not None:
@@ -344,7 +351,7 @@ class MainScreen(Screen[None]):
         self.table.filter = Filter(flt.text, not flt.show_ended)
         self.table.rebuild(self.papp.view, self.papp.clock())
         self._titles()
-        self._show_detail(self.papp.clock())
+        self._rows_changed()
 
     def action_sort(self) -> None:
         """Sort by the next shown column, in column order."""
