@@ -219,6 +219,13 @@ class Session:
     """The maximum age that applies to it; None: none."""
     usage: WorkloadUsage | None = None
     """CPU and memory at the last resource sample (``backend.resources``); None: unknown."""
+    starting_since: float | None = None
+    """When its current start began (a recycle, a replacement pod, a failover); None:
+    its first start, which began at ``created_at``."""
+    recycles: int = 0
+    """Workloads replaced under this id since podwarden started (dead ones recycled)."""
+    last_refresh_at: float | None = None
+    """When a background refresh last found it well; None: not since podwarden started."""
 
     @property
     def idle_since(self) -> float:
@@ -273,6 +280,9 @@ class Session:
             "cull_at": self.cull_at(),
             "pod": self.pod,
             "target": self.target,
+            "starting_since": self.starting_since or self.created_at,
+            "recycles": self.recycles,
+            "last_refresh_at": self.last_refresh_at,
             **self._usage_dict(),
         }
 

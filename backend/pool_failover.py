@@ -315,6 +315,7 @@ class FailoverVerbs:
         if tunnel is not None:
             await tunnel.close()
         session.transition(SessionState.STARTING)
+        session.starting_since = self.clock()
         session.phase = f"failing over from target {target}"
         started = time.time()
         self.bus.publish(

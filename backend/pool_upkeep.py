@@ -278,6 +278,7 @@ class UpkeepVerbs:
                 self.mark_lost(session, reason)
                 return
             session.transition(SessionState.STARTING)
+            session.starting_since = self.clock()
             self._launcher.set_phase(session, "waiting for a replacement pod")
             self.capacity.lru_remove(session)
             self._begin_flight(record, template, "replace")
@@ -322,6 +323,8 @@ class UpkeepVerbs:
             self._begin_terminate(record, f"template {session.template!r} is gone", None)
             return
         session.transition(SessionState.STARTING)
+        session.starting_since = self.clock()
+        session.recycles += 1
         session.phase = "recycling"
         session.last_error = reason
         if record.credential_names and not record.credentials:
@@ -379,7 +382,7 @@ class UpkeepVerbs:
         session.transition(SessionState.READY)
         if ok:
             session.refresh_failures = 0
-            record.checked_at = self.clock()
+            record.checked_at = session.last_refresh_at = self.clock()
         self.capacity.serve()  # it may be evicted again
 
     # ----------------------------------------------------------------- recovery verbs

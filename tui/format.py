@@ -121,7 +121,8 @@ def state_text(session: dict[str, Any], now: float, width: int = 14) -> Text:
     symbol = STATE_SYMBOL.get(state, "?")
     word = state_word(state)
     if state == "starting":
-        elapsed = duration(now - float(session.get("created_at") or now))
+        since = session.get("starting_since") or session.get("created_at") or now
+        elapsed = duration(now - float(since))
         phase = str(session.get("phase") or "starting")
         if phase == "recycling" or phase.startswith("waiting"):
             phase = "recycle" if phase == "recycling" else "wait"

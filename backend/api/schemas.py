@@ -166,6 +166,16 @@ class SessionOut(BaseModel):
     pod: str | None = Field(
         default=None, description="The Kubernetes pod its tunnel reaches now (null: local)."
     )
+    starting_since: float = Field(
+        description="When its current start began: created_at, or the last recycle, "
+        "replacement pod or failover (what a starting session's elapsed time counts from)."
+    )
+    recycles: int = Field(
+        default=0, description="Workloads replaced under this id since podwarden started."
+    )
+    last_refresh_at: float | None = Field(
+        default=None, description="When a background refresh last found it well."
+    )
     cpu_percent: float | None = Field(
         default=None,
         description="CPU at the last resource sample, in percent of one core (100: one core "

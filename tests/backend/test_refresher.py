@@ -32,14 +32,20 @@ async def test_a_round_probes_and_keeps_alive_every_ready_session(
     assert all(w.keepalives == 1 for w in runtime.workloads.values())
     assert all(s.state is SessionState.READY for s in memory_backend.pool.list())
     assert refresher.last_round_at is not None
+    documents = [s.to_dict() for s in memory_backend.pool.list()]
+    assert all(d["last_refresh_at"] is not None and d["recycles"] == 0 for d in documents)
 
 
 async def test_a_dead_workload_is_detected_and_recycled(memory_backend: Backend) -> None:
     runtime = memory_backend.runtime
     assert isinstance(runtime, MemoryRuntime)
+    now = [1000.0]
+    memory_backend.pool.clock = lambda: now[0]
     result = await memory_backend.pool.acquire("a")
     sid = result.session.session_id
+    assert result.session.to_dict()["starting_since"] == result.session.created_at == 1000.0
     runtime.workloads[sid].alive = False  # died silently: no callback, only a probe sees it
+    now[0] += 300
     refresher = Refresher(memory_backend.pool, sleep=no_sleep)
     with memory_backend.bus.subscribe() as events:
         assert await refresher.refresh_session(result.session) is False
@@ -49,6 +55,8 @@ async def test_a_dead_workload_is_detected_and_recycled(memory_backend: Backend)
     again = await memory_backend.pool.acquire("a")
     assert again.session.session_id == sid and again.session.state is SessionState.READY
     assert memory_backend.pool.metrics.refreshes["failed"] == 1
+    document = again.session.to_dict()
+    assert document["recycles"] == 1 and document["starting_since"] == 1300.0  # not created_at
 
 
 async def test_remove_policy_ends_the_dead_session(memory_backend: Backend) -> None:

@@ -67,6 +67,9 @@ def test_state_text_is_a_word_and_a_symbol_and_starting_shows_elapsed() -> None:
     assert state_text(doc(state="failed"), 1000).plain == "✗ failed"
     starting = doc(state="starting", phase="login")
     assert state_text(starting, 1012, 12).plain == "◌ login 12s"
+    # A recycle (4 minutes after creation) counts from its own start, not the session's.
+    recycling = doc(state="starting", phase="recycling", starting_since=1240.0)
+    assert state_text(recycling, 1256, 14).plain == "◌ recycle 16s"
 
 
 def test_ref_text_and_gauge() -> None:

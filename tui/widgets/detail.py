@@ -124,7 +124,8 @@ class DetailPane(VerticalScroll):
                 style=STATE_STYLE.get(state, ""),
             )
         if state == "starting":
-            t.append(f" · {s.get('phase')} for {duration(now - s['created_at'])}")
+            since = s.get("starting_since") or s["created_at"]
+            t.append(f" · {s.get('phase')} for {duration(now - since)}")
         if s.get("pinned"):
             t.append(f" · {PIN_SYMBOL} pinned", style="bold")
         if s.get("next_eviction"):
@@ -140,6 +141,10 @@ class DetailPane(VerticalScroll):
         t.append("s\n" if uses != 1 else "\n")
         if state in LIVE_STATES:
             self._policy(t, s, now)
+        refreshed, recycles = s.get("last_refresh_at"), int(s.get("recycles") or 0)
+        if refreshed is not None or recycles:
+            t.append(f"refresh {self._when(refreshed, now) if refreshed else 'not yet'}")
+            t.append(f" · recycled {recycles}×\n" if recycles else "\n")
         tunnel = s.get("tunnel")
         if tunnel and state in ("starting", "ready", "refreshing"):
             listening = tunnel.get("listening")

@@ -43,6 +43,9 @@ SESSION_KEYS = {
     "memory_bytes",
     "resources_source",
     "target",
+    "starting_since",
+    "recycles",
+    "last_refresh_at",
 }
 
 
