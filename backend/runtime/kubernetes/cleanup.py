@@ -82,15 +82,17 @@ log = logging.getLogger(__name__)
 
 async def _delete_workload(
     client: KubeClient, caches: SessionCaches, sid: str, propagation: str
-) -> None:
-    """The Deployment, then its ReplicaSets, then its Pods (see the module docstring)."""
+) -> bool:
+    """The Deployment, then its ReplicaSets, then its Pods (see the module docstring);
+    whether the Deployment was there."""
     ns = client.namespace
     selector = mf.session_selector(sid)
-    await client.delete(DEPLOYMENTS, ns, sid, propagation=propagation)
+    existed = await client.delete(DEPLOYMENTS, ns, sid, propagation=propagation)
     if caches.objects(REPLICASETS, sid) or not caches.current():
         await client.delete_collection(REPLICASETS, ns, selector, propagation="Background")
     if caches.objects(PODS, sid) or not caches.current():
         await client.delete_collection(PODS, ns, selector)
+    return existed
 
 
 async def leftovers_from_api(client: KubeClient, sid: str) -> list[str]:
@@ -143,6 +145,11 @@ async def delete_session(
         client.delete(SECRETS, ns, sid),
         return_exceptions=True,
     )
+    # A delete that found its object says the session had it, also when the watch
+    # caches had not yet seen it (a stop right after the create).
+    for kind, result in zip((DEPLOYMENTS, SERVICES, SECRETS), results, strict=True):
+        if result is True:
+            had.add(kind.name)
     errors: list[str] = []
     for failure in results:
         if not isinstance(failure, BaseException):
