@@ -14,7 +14,7 @@ from typing import Any
 
 from textual.message import Message
 
-__all__ = ["CommandDone", "EventsArrived", "LinkChanged", "PoolSynced", "SessionChosen"]
+__all__ = ["CommandDone", "EventsArrived", "LinkChanged", "PoolSynced"]
 
 
 @dataclass
@@ -54,10 +54,3 @@ class CommandDone(Message):
     title: str
     message: str
     session: dict[str, Any] | None = None
-
-
-@dataclass
-class SessionChosen(Message):
-    """The selected session changed (``None``: nothing selected)."""
-
-    session_id: str | None
