@@ -18,29 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Serve, free_port_range
+from tests.two_clusters import FIRST, SECOND, TWO_CLUSTERS, apiserver_pid, context_of
 
-FIRST = os.environ.get("PODWARDEN_TEST_KUBECONFIG")
-SECOND = os.environ.get("PODWARDEN_TEST_KUBECONFIG_2")
-
-pytestmark = [
-    pytest.mark.kubernetes,
-    pytest.mark.skipif(
-        not (FIRST and SECOND),
-        reason="needs two control planes: PODWARDEN_TEST_KUBECONFIG and "
-        "PODWARDEN_TEST_KUBECONFIG_2 (tests/kubernetes_harness.sh up; ... up 2)",
-    ),
-]
-
-
-def context_of(kubeconfig: str) -> str:
-    return str(yaml.safe_load(Path(kubeconfig).read_text())["current-context"])
-
-
-def apiserver_pid(kubeconfig: str) -> int:
-    return int((Path(kubeconfig).parent / "pids" / "kube-apiserver.pid").read_text().strip())
+pytestmark = TWO_CLUSTERS
 
 
 def write_config(path: Path, namespace: str) -> Path:

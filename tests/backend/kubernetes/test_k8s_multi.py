@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from backend.config import Settings, TargetSettings
 from backend.events import EventKind
@@ -27,27 +26,9 @@ from backend.runtime.multi import MultiRuntime
 from backend.service import Backend
 from backend.templates import Template
 from tests.backend.conftest import free_port_range
+from tests.two_clusters import FIRST, SECOND, TWO_CLUSTERS, apiserver_pid, context_of
 
-FIRST = os.environ.get("PODWARDEN_TEST_KUBECONFIG")
-SECOND = os.environ.get("PODWARDEN_TEST_KUBECONFIG_2")
-
-pytestmark = [
-    pytest.mark.kubernetes,
-    pytest.mark.skipif(
-        not (FIRST and SECOND),
-        reason="needs two control planes: PODWARDEN_TEST_KUBECONFIG and "
-        "PODWARDEN_TEST_KUBECONFIG_2 (tests/kubernetes_harness.sh up; ... up 2)",
-    ),
-]
-
-
-def context_of(kubeconfig: str) -> str:
-    data = yaml.safe_load(Path(kubeconfig).read_text(encoding="utf-8"))
-    return str(data["current-context"])
-
-
-def apiserver_pid(kubeconfig: str) -> int:
-    return int((Path(kubeconfig).parent / "pids" / "kube-apiserver.pid").read_text().strip())
+pytestmark = TWO_CLUSTERS
 
 
 @contextmanager

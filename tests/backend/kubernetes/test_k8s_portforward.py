@@ -90,6 +90,13 @@ async def exchange(port: int, payload: bytes) -> bytes:
     return data
 
 
+async def closed_without_data(port: int) -> None:
+    """A connection to ``port`` is accepted, then ended (EOF) without a byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -134,9 +141,7 @@ async def test_without_a_ready_pod_the_connection_is_dropped(
     handle = await runtime.start(make_spec(), lambda _: None)
     tunnel = await runtime.open_tunnel(handle, "127.0.0.1", 0)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once, no hang
-        writer.close()
+        await closed_without_data(tunnel.info.port)  # at once, no hang
     finally:
         await tunnel.close()
     assert forwards.opened == []
@@ -195,9 +200,7 @@ async def test_a_forbidden_handshake_is_not_tried_again(
     fake_forward(monkeypatch, fake)
     tunnel = await open_ready_tunnel(kube, runtime)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
+        await closed_without_data(tunnel.info.port)
     finally:
         await tunnel.close()
     assert fake.tries == 1 and fake.opened == []
@@ -211,9 +214,7 @@ async def test_a_pod_that_never_accepts_ends_the_connection_after_the_dial_windo
     fake_forward(monkeypatch, fake)
     tunnel = await open_ready_tunnel(kube, runtime)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.info.port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
+        await closed_without_data(tunnel.info.port)
     finally:
         await tunnel.close()
     assert 2 <= fake.tries < 10 and fake.opened == []
